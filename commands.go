@@ -1,0 +1,515 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/theater-storefs/theater-storefs/store"
+	"github.com/urfave/cli/v2"
+)
+
+var jsonFlag = &cli.BoolFlag{Name: "json", Usage: "print JSON for scripts"}
+
+func commands() []*cli.Command {
+	cmds := []*cli.Command{
+		mountCommand(),
+		unmountCommand(),
+		{
+			Name:      "put",
+			Usage:     "store a file (or standard input) and print its hash",
+			ArgsUsage: "[FILE|-]",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "label", Usage: "also append the hash to `LABEL`"},
+				&cli.BoolFlag{Name: "replace", Usage: "with --label: make the label hold only this hash"},
+			},
+			Action: cmdPut,
+		},
+		{
+			Name:      "get",
+			Usage:     "write a blob's content to standard output",
+			ArgsUsage: "REFERENCE (a hash, store:hash:HASH or store:LABEL)",
+			Action:    cmdGet,
+		},
+		{
+			Name:      "label",
+			Usage:     "append a hash to a label (creating it)",
+			ArgsUsage: "LABEL HASH",
+			Action:    cmdLabel,
+		},
+		{
+			Name:      "unlabel",
+			Usage:     "remove a label, or one hash from it",
+			ArgsUsage: "LABEL [HASH]",
+			Action:    cmdUnlabel,
+		},
+		{
+			Name:   "labels",
+			Usage:  "list every label, one a line",
+			Flags:  []cli.Flag{jsonFlag},
+			Action: cmdLabels,
+		},
+		{
+			Name:      "refs",
+			Usage:     "list a label's hashes, oldest first",
+			ArgsUsage: "LABEL",
+			Flags:     []cli.Flag{jsonFlag},
+			Action:    cmdRefs,
+		},
+		{
+			Name:   "ls",
+			Usage:  "list every blob: hash and size",
+			Flags:  []cli.Flag{jsonFlag},
+			Action: cmdLs,
+		},
+		{
+			Name:   "du",
+			Usage:  "total size of every blob",
+			Flags:  []cli.Flag{jsonFlag},
+			Action: cmdDu,
+		},
+		{
+			Name:      "chain",
+			Usage:     "an actor's events, newest first",
+			ArgsUsage: "ACTOR_ID",
+			Flags:     []cli.Flag{jsonFlag},
+			Action:    cmdChain,
+		},
+		{
+			Name:   "fsck",
+			Usage:  "verify every blob and label; exit 1 if anything is wrong",
+			Flags:  []cli.Flag{jsonFlag},
+			Action: cmdFsck,
+		},
+		{
+			Name:  "gc",
+			Usage: "remove blobs that no label or actor chain reaches",
+			Flags: []cli.Flag{
+				jsonFlag,
+				&cli.BoolFlag{Name: "dry-run", Usage: "only list what would be removed"},
+				&cli.DurationFlag{Name: "grace", Value: store.DefaultGrace, Usage: "keep unreachable blobs younger than this"},
+			},
+			Action: cmdGC,
+		},
+	}
+	for _, c := range cmds {
+		c.OnUsageError = func(c *cli.Context, err error, _ bool) error {
+			return usagef("%s: %s", c.Command.Name, err)
+		}
+	}
+	return cmds
+}
+
+// nargs checks the positional argument count.
+func nargs(c *cli.Context, min, max int) error {
+	if n := c.NArg(); n < min || n > max {
+		return usagef("%s: wrong number of arguments; usage: %s %s", c.Command.Name, c.Command.FullName(), c.Command.ArgsUsage)
+	}
+	return nil
+}
+
+func parseHashArg(s string) (store.Hash, error) {
+	h, err := store.ParseHash(s)
+	if err != nil {
+		return h, usagef("%q is not a hash (want 40 lowercase hex characters)", s)
+	}
+	return h, nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func cmdPut(c *cli.Context) error {
+	if err := nargs(c, 0, 1); err != nil {
+		return err
+	}
+	label := c.String("label")
+	if c.Bool("replace") && label == "" {
+		return usagef("put: --replace needs --label")
+	}
+	var in io.Reader = c.App.Reader
+	name := c.Args().First()
+	var size int64 = -1
+	if name != "" && name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			size = fi.Size()
+		}
+		in = f
+	}
+	if label != "" {
+		if err := store.ValidateLabel(label); err != nil {
+			return usageError{err.Error()}
+		}
+	}
+	s, err := openStore(c, true)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if size > 64<<20 && isTerminal(c.App.ErrWriter) {
+		bar := progressbar.DefaultBytes(size, "storing")
+		in = io.TeeReader(in, bar)
+		defer bar.Finish()
+	}
+	mode := store.LabelNone
+	switch {
+	case label != "" && c.Bool("replace"):
+		mode = store.LabelReplace
+	case label != "":
+		mode = store.LabelAppend
+	}
+	h, _, err := s.PutLabeled(c.Context, in, label, mode)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(c.App.Writer, h)
+	return nil
+}
+
+// referenceArg accepts a bare hash as well as Theater's references.
+func referenceArg(arg string) string {
+	if store.IsHashName(arg) {
+		return "store:hash:" + arg
+	}
+	return arg
+}
+
+func cmdGet(c *cli.Context) error {
+	if err := nargs(c, 1, 1); err != nil {
+		return err
+	}
+	ref := referenceArg(c.Args().First())
+	if kind, _ := store.ParseReference(ref); kind == store.RefPath {
+		return usagef("get: %q is not a hash, store:hash:HASH or store:LABEL", ref)
+	}
+	s, err := openStore(c, false)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	r, err := s.OpenReference(c.Context, ref)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	_, err = io.Copy(c.App.Writer, r)
+	return err
+}
+
+func cmdLabel(c *cli.Context) error {
+	if err := nargs(c, 2, 2); err != nil {
+		return err
+	}
+	h, err := parseHashArg(c.Args().Get(1))
+	if err != nil {
+		return err
+	}
+	if err := store.ValidateLabel(c.Args().First()); err != nil {
+		return usageError{err.Error()}
+	}
+	s, err := openStore(c, false)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return s.Label(c.Context, c.Args().First(), h)
+}
+
+func cmdUnlabel(c *cli.Context) error {
+	if err := nargs(c, 1, 2); err != nil {
+		return err
+	}
+	name := c.Args().First()
+	var h store.Hash
+	var err error
+	if c.NArg() == 2 {
+		if h, err = parseHashArg(c.Args().Get(1)); err != nil {
+			return err
+		}
+	}
+	s, err := openStore(c, false)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if c.NArg() == 2 {
+		return s.RemoveFromLabel(c.Context, name, h)
+	}
+	return s.RemoveLabel(c.Context, name)
+}
+
+func cmdLabels(c *cli.Context) error {
+	if err := nargs(c, 0, 0); err != nil {
+		return err
+	}
+	s, err := openStore(c, false)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	names, err := s.ListLabels(c.Context)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		if names == nil {
+			names = []string{}
+		}
+		return printJSON(c.App.Writer, names)
+	}
+	for _, n := range names {
+		fmt.Fprintln(c.App.Writer, n)
+	}
+	return nil
+}
+
+func cmdRefs(c *cli.Context) error {
+	if err := nargs(c, 1, 1); err != nil {
+		return err
+	}
+	s, err := openStore(c, false)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	refs, err := s.GetByLabel(c.Context, c.Args().First())
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		out := make([]string, len(refs))
+		for i, h := range refs {
+			out[i] = h.String()
+		}
+		return printJSON(c.App.Writer, out)
+	}
+	for _, h := range refs {
+		fmt.Fprintln(c.App.Writer, h)
+	}
+	return nil
+}
+
+// blobEntry is one row of ls --json.
+type blobEntry struct {
+	Hash string `json:"hash"`
+	Size int64  `json:"size"`
+}
+
+func cmdLs(c *cli.Context) error {
+	if err := nargs(c, 0, 0); err != nil {
+		return err
+	}
+	s, err := openStore(c, false)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	hashes, err := s.ListAllContent(c.Context)
+	if err != nil {
+		return err
+	}
+	asJSON := c.Bool("json")
+	rows := make([]blobEntry, 0, len(hashes))
+	for _, h := range hashes {
+		bi, err := s.Stat(c.Context, h)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // removed since listed
+		}
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			rows = append(rows, blobEntry{h.String(), bi.Size})
+			continue
+		}
+		fmt.Fprintf(c.App.Writer, "%s %d\n", h, bi.Size)
+	}
+	if asJSON {
+		return printJSON(c.App.Writer, rows)
+	}
+	return nil
+}
+
+func cmdDu(c *cli.Context) error {
+	if err := nargs(c, 0, 0); err != nil {
+		return err
+	}
+	s, err := openStore(c, false)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	total, err := s.CalculateTotalSize(c.Context)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, map[string]int64{"bytes": total})
+	}
+	fmt.Fprintf(c.App.Writer, "%d %s\n", total, humanSize(total))
+	return nil
+}
+
+// humanSize formats bytes in binary units, as du -h does.
+func humanSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// chainRow is one event of chain --json.
+type chainRow struct {
+	Seq         int    `json:"seq"`
+	Hash        string `json:"hash"`
+	EventType   string `json:"event_type"`
+	Timestamp   uint64 `json:"timestamp"`
+	Description string `json:"description"`
+}
+
+func cmdChain(c *cli.Context) error {
+	if err := nargs(c, 1, 1); err != nil {
+		return err
+	}
+	id := c.Args().First()
+	if !store.IsActorID(id) {
+		return usagef("chain: %q is not an actor id (a lowercase UUID)", id)
+	}
+	s, err := openStore(c, false)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	links, broken, err := s.Chain(c.Context, id)
+	if err != nil {
+		return err
+	}
+	rows := make([]chainRow, len(links))
+	for i, l := range links {
+		rows[i] = chainRow{
+			Seq: len(links) - i, Hash: l.Hash.String(), EventType: l.Event.EventType,
+			Timestamp: l.Event.Timestamp, Description: l.Event.Description,
+		}
+	}
+	if c.Bool("json") {
+		if err := printJSON(c.App.Writer, rows); err != nil {
+			return err
+		}
+	} else {
+		for _, r := range rows {
+			fmt.Fprintf(c.App.Writer, "%06d %s %s %d %s\n", r.Seq, r.Hash, r.EventType, r.Timestamp, r.Description)
+		}
+	}
+	if broken != nil {
+		return fmt.Errorf("chain of %s is broken after %d events: %w", id, len(links), broken)
+	}
+	return nil
+}
+
+// progressFor returns a progress callback drawing a bar on a terminal, and
+// nothing otherwise.
+func progressFor(c *cli.Context, what string) (store.Progress, func()) {
+	if !isTerminal(c.App.ErrWriter) {
+		return nil, func() {}
+	}
+	var bar *progressbar.ProgressBar
+	return func(done, total int) {
+			if bar == nil {
+				bar = progressbar.NewOptions(total,
+					progressbar.OptionSetWriter(c.App.ErrWriter),
+					progressbar.OptionSetDescription(what),
+					progressbar.OptionShowCount(),
+					progressbar.OptionThrottle(100*time.Millisecond),
+					progressbar.OptionClearOnFinish())
+			}
+			bar.Set(done)
+		}, func() {
+			if bar != nil {
+				bar.Finish()
+			}
+		}
+}
+
+// errProblems makes fsck exit 1 after printing its report.
+var errProblems = errors.New("the store has problems")
+
+func cmdFsck(c *cli.Context) error {
+	if err := nargs(c, 0, 0); err != nil {
+		return err
+	}
+	s, err := openStore(c, false)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	progress, done := progressFor(c, "fsck")
+	rep, err := s.Verify(c.Context, progress)
+	done()
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		if err := printJSON(c.App.Writer, rep); err != nil {
+			return err
+		}
+	} else {
+		for _, p := range rep.Problems {
+			fmt.Fprintln(c.App.Writer, p)
+		}
+		fmt.Fprintf(c.App.ErrWriter, "checked %d blobs and %d labels: %d problems\n", rep.Blobs, rep.Labels, len(rep.Problems))
+	}
+	if len(rep.Problems) > 0 {
+		return fmt.Errorf("%w: %d found", errProblems, len(rep.Problems))
+	}
+	return nil
+}
+
+func cmdGC(c *cli.Context) error {
+	if err := nargs(c, 0, 0); err != nil {
+		return err
+	}
+	s, err := openStore(c, false)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	grace := c.Duration("grace")
+	if grace == 0 {
+		grace = -1 // --grace 0: no grace at all
+	}
+	rep, err := s.GC(c.Context, store.GCOptions{DryRun: c.Bool("dry-run"), Grace: grace})
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, rep)
+	}
+	for _, h := range rep.Removed {
+		fmt.Fprintln(c.App.Writer, h)
+	}
+	verb := "removed"
+	if rep.DryRun {
+		verb = "would remove"
+	}
+	fmt.Fprintf(c.App.ErrWriter, "%s %d blobs (%s) of %d; %d reachable, %d unreachable kept as younger than %s\n",
+		verb, len(rep.Removed), humanSize(rep.Bytes), rep.Blobs, rep.Reachable, rep.Young, c.Duration("grace"))
+	return nil
+}

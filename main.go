@@ -1,0 +1,159 @@
+// Command theater-storefs mounts a Theater content store as a file system,
+// and offers the store operations that have no file gesture: put, get,
+// label, fsck, gc and the rest.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/theater-storefs/theater-storefs/store"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+)
+
+// Exit codes: 1 for an operation that failed, 2 for bad usage.
+const (
+	exitFailed = 1
+	exitUsage  = 2
+)
+
+// usageError marks an error as the user's misuse of the command line.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+func main() {
+	os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run executes the command line and returns the exit code.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	app := newApp(stdin, stdout, stderr)
+	var notFound error
+	app.CommandNotFound = func(c *cli.Context, name string) {
+		notFound = usagef("no command %q; see %s --help", name, app.Name)
+	}
+	err := app.RunContext(ctx, args)
+	if err == nil {
+		err = notFound
+	}
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "%s: %s\n", app.Name, oneLine(err))
+	var ue usageError
+	var ec cli.ExitCoder
+	switch {
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.As(err, &ec):
+		return ec.ExitCode()
+	}
+	return exitFailed
+}
+
+// oneLine keeps an error to the single line the user sees.
+func oneLine(err error) string {
+	s := err.Error()
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:      "theater-storefs",
+		Usage:     "browse and change a Theater content store as files",
+		UsageText: "theater-storefs [--store DIR] COMMAND [ARGS...]",
+		Description: "A Theater store keeps blobs named by the SHA-1 of their content under data/ and\n" +
+			"labels under labels/. `theater-storefs mount MNT` shows them as by-hash/, by-label/\n" +
+			"and actors/; the other commands work on the store directly.",
+		Reader:               stdin,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		EnableBashCompletion: true,
+		HideHelpCommand:      true,
+		Flags: []cli.Flag{
+			&cli.StringFlag{
+				Name:    "store",
+				Usage:   "the store `DIR` (default: $THEATER_HOME/store, else ./store)",
+				EnvVars: []string{"THEATER_STORE"},
+			},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log as `text` or json"},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log more"},
+		},
+		Commands:       commands(),
+		ExitErrHandler: func(*cli.Context, error) {}, // run prints and exits
+		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
+			return usageError{err.Error()}
+		},
+		Before: func(c *cli.Context) error {
+			return setupLogging(c, stderr)
+		},
+	}
+}
+
+func setupLogging(c *cli.Context, stderr io.Writer) error {
+	level := slog.LevelWarn
+	if c.Bool("verbose") {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler
+	switch c.String("log-format") {
+	case "text":
+		h = slog.NewTextHandler(stderr, opts)
+	case "json":
+		h = slog.NewJSONHandler(stderr, opts)
+	default:
+		return usagef("--log-format must be text or json, not %q", c.String("log-format"))
+	}
+	slog.SetDefault(slog.New(h))
+	return nil
+}
+
+// storeDir resolves the store location as Theater does: --store (or
+// THEATER_STORE), else "store" under THEATER_HOME, else under the working
+// directory.
+func storeDir(c *cli.Context) string {
+	if d := c.String("store"); d != "" {
+		return d
+	}
+	if home := os.Getenv("THEATER_HOME"); home != "" {
+		return filepath.Join(home, "store")
+	}
+	return "store"
+}
+
+// openStore opens the store the flags name. Only commands that write
+// (create is true) make a store that is not there yet.
+func openStore(c *cli.Context, create bool) (*store.Store, error) {
+	dir := storeDir(c)
+	if !create {
+		if _, err := os.Stat(filepath.Join(dir, store.DataDir)); err != nil {
+			return nil, fmt.Errorf("no store at %s (set --store or THEATER_STORE): %w", dir, errors.Unwrap(err))
+		}
+	}
+	return store.Open(dir, store.Options{})
+}
+
+// isTerminal reports whether w is a terminal, for progress bars.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

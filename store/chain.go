@@ -1,0 +1,157 @@
+package store
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// ChainEvent is one event of an actor's chain as Theater stores it: the
+// compact serde_json of its ChainEvent, stored before its own hash is known,
+// so the blob's name is the event's hash.
+type ChainEvent struct {
+	Parent      *Hash  // nil at the root
+	EventType   string // "message", "wasm", ...
+	Data        []byte
+	Timestamp   uint64
+	Description string
+}
+
+// ParseChainEvent decodes an event blob tolerantly: unknown fields are
+// ignored, "hash" may be filled in, "parent_hash" may be null, an array of
+// 20 byte values, or a hex string, and "data" an array of byte values or a
+// string. Anything else is an error, never a panic.
+func ParseChainEvent(b []byte) (*ChainEvent, error) {
+	var raw struct {
+		ParentHash  json.RawMessage `json:"parent_hash"`
+		EventType   string          `json:"event_type"`
+		Data        json.RawMessage `json:"data"`
+		Timestamp   uint64          `json:"timestamp"`
+		Description *string         `json:"description"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("not a chain event: %w", err)
+	}
+	ev := &ChainEvent{EventType: raw.EventType, Timestamp: raw.Timestamp}
+	if raw.Description != nil {
+		ev.Description = *raw.Description
+	}
+	parent, err := decodeBytes(raw.ParentHash, true)
+	if err != nil {
+		return nil, fmt.Errorf("chain event parent_hash: %w", err)
+	}
+	if parent != nil {
+		if len(parent) != len(Hash{}) {
+			return nil, fmt.Errorf("chain event parent_hash: %d bytes, want 20", len(parent))
+		}
+		var h Hash
+		copy(h[:], parent)
+		ev.Parent = &h
+	}
+	if ev.Data, err = decodeBytes(raw.Data, false); err != nil {
+		return nil, fmt.Errorf("chain event data: %w", err)
+	}
+	return ev, nil
+}
+
+// decodeBytes reads null, an array of byte values, or (for hashes) a hex
+// string; a plain string is taken as its bytes.
+func decodeBytes(raw json.RawMessage, hexString bool) ([]byte, error) {
+	s := strings.TrimSpace(string(raw))
+	if s == "" || s == "null" {
+		return nil, nil
+	}
+	switch s[0] {
+	case '[':
+		var nums []int
+		if err := json.Unmarshal(raw, &nums); err != nil {
+			return nil, err
+		}
+		out := make([]byte, len(nums))
+		for i, n := range nums {
+			if n < 0 || n > 255 {
+				return nil, fmt.Errorf("value %d is not a byte", n)
+			}
+			out[i] = byte(n)
+		}
+		return out, nil
+	case '"':
+		var str string
+		if err := json.Unmarshal(raw, &str); err != nil {
+			return nil, err
+		}
+		if hexString {
+			return hex.DecodeString(str)
+		}
+		return []byte(str), nil
+	}
+	return nil, errors.New("want null, an array of bytes or a string")
+}
+
+var actorIDRe = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// IsActorID reports whether s is a canonical lowercase UUID, the form of
+// Theater's actor ids.
+func IsActorID(s string) bool { return actorIDRe.MatchString(s) }
+
+// ChainHeadLabel is the label naming an actor's newest event.
+func ChainHeadLabel(actorID string) string { return actorID + ":chain-head" }
+
+// ChainLink is one event of a walked chain.
+type ChainLink struct {
+	Hash  Hash
+	Event *ChainEvent
+}
+
+// WalkChain follows parent_hash from head toward the root and returns the
+// events newest first. The walk never trusts the store: a missing parent,
+// an event that does not parse, or a cycle ends it; the reason is returned
+// as broken (nil for a chain that reaches its root) alongside what was
+// walked. At most limit events are walked (0 = no limit).
+func (s *Store) WalkChain(ctx context.Context, head Hash, limit int) (links []ChainLink, broken error) {
+	seen := map[Hash]bool{}
+	for h := head; ; {
+		if err := ctx.Err(); err != nil {
+			return links, err
+		}
+		if seen[h] {
+			return links, fmt.Errorf("cycle: event %s already seen", h)
+		}
+		seen[h] = true
+		b, err := s.Get(ctx, h)
+		if err != nil {
+			return links, fmt.Errorf("event %s: %w", h, err)
+		}
+		ev, err := ParseChainEvent(b)
+		if err != nil {
+			return links, fmt.Errorf("event %s: %w", h, err)
+		}
+		links = append(links, ChainLink{Hash: h, Event: ev})
+		if ev.Parent == nil {
+			return links, nil
+		}
+		if limit > 0 && len(links) >= limit {
+			return links, nil
+		}
+		h = *ev.Parent
+	}
+}
+
+// Chain returns an actor's events newest first, starting at its
+// chain-head label. A broken link ends the chain: the events before it are
+// returned with the reason in broken, and the break is logged.
+func (s *Store) Chain(ctx context.Context, actorID string) (links []ChainLink, broken error, err error) {
+	head, err := s.ResolveLabel(ctx, ChainHeadLabel(actorID))
+	if err != nil {
+		return nil, nil, err
+	}
+	links, broken = s.WalkChain(ctx, head, 0)
+	if broken != nil {
+		s.log.Warn("actor chain is broken; it ends there", "actor", actorID, "reason", broken)
+	}
+	return links, broken, nil
+}

@@ -1,0 +1,218 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"time"
+)
+
+// commit asks the owner to move a finished spool into data/ and, if mode
+// says so, to update a label.
+type commit struct {
+	tmp   string // name in tmp/
+	f     *os.File
+	sum   Hash
+	size  int64
+	label string
+	mode  LabelMode
+	reply chan commitResult
+
+	err     error
+	renamed bool
+}
+
+type commitResult struct{ err error }
+
+// commitBatch makes a group of commits durable together: each blob is
+// renamed into data/ (or found there already), data/ is synced once, then
+// the labels are written, and their directories synced once each.
+func (s *Store) commitBatch(batch []*commit) {
+	anyRenamed := false
+	for _, c := range batch {
+		if s.opts.NoGroupCommit {
+			if err := c.f.Sync(); err != nil {
+				c.err = blobErr(c.sum, err)
+				continue
+			}
+		}
+		c.err = s.placeBlob(c)
+		anyRenamed = anyRenamed || c.renamed
+		if s.opts.NoGroupCommit && c.renamed {
+			if err := syncDir(s.data); err != nil {
+				c.err = blobErr(c.sum, err)
+			}
+		}
+	}
+	if anyRenamed && !s.opts.NoGroupCommit {
+		if err := syncDir(s.data); err != nil {
+			for _, c := range batch {
+				if c.renamed {
+					c.err = blobErr(c.sum, fmt.Errorf("syncing data/: %w", err))
+				}
+			}
+		}
+	}
+	lw := s.newLabelWriter()
+	for _, c := range batch {
+		if c.err == nil && c.renamed {
+			if fi, err := c.f.Stat(); err == nil {
+				s.verdicts.record(c.sum, fi, true)
+			}
+		}
+		if c.err != nil || c.mode == LabelNone {
+			continue
+		}
+		c.err = s.applyLabel(lw, c.label, c.sum, c.mode)
+	}
+	if err := lw.finish(); err != nil {
+		for _, c := range batch {
+			if c.err == nil && c.mode != LabelNone {
+				c.err = labelErr(c.label, err)
+			}
+		}
+	}
+	for _, c := range batch {
+		c.reply <- commitResult{err: c.err}
+	}
+}
+
+// placeBlob renames the spool into data/, unless the blob is there already.
+func (s *Store) placeBlob(c *commit) error {
+	name := c.sum.String()
+	fi, err := s.data.Lstat(name)
+	switch {
+	case err == nil:
+		if !fi.Mode().IsRegular() {
+			return blobErr(c.sum, fmt.Errorf("%w: data/%s is not a regular file", ErrCorrupt, name))
+		}
+		if fi.Size() != c.size {
+			return blobErr(c.sum, fmt.Errorf("%w: existing blob has %d bytes, content has %d", ErrCorrupt, fi.Size(), c.size))
+		}
+		// Dedup. Refresh the mtime so gc's grace period protects a blob
+		// that is being stored again, about to be labelled.
+		now := time.Now()
+		if err := s.data.Chtimes(name, now, now); err != nil {
+			s.log.Warn("cannot refresh mtime of existing blob", "hash", name, "err", err)
+		}
+		return nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return blobErr(c.sum, err)
+	}
+	if err := s.root.Rename(TmpDir+"/"+c.tmp, DataDir+"/"+name); err != nil {
+		return blobErr(c.sum, err)
+	}
+	c.renamed = true
+	return nil
+}
+
+// syncDir fsyncs a directory so the renames in it are durable.
+func syncDir(r *os.Root) error {
+	d, err := r.Open(".")
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// labelWriter writes label files atomically and syncs each touched
+// directory once at the end.
+type labelWriter struct {
+	s    *Store
+	dirs map[string]bool // directories under labels/ to sync
+}
+
+func (s *Store) newLabelWriter() *labelWriter {
+	return &labelWriter{s: s, dirs: map[string]bool{}}
+}
+
+// write replaces labels/<name> with refs: a temp file in tmp/, fsynced,
+// renamed over the label. Never a torn label.
+func (lw *labelWriter) write(name string, refs []Hash) error {
+	s := lw.s
+	if err := s.checkLabelPath(name, true); err != nil {
+		return err
+	}
+	dir := path.Dir(name)
+	if dir != "." {
+		if err := s.labels.MkdirAll(dir, 0o755); err != nil {
+			return labelErr(name, err)
+		}
+		lw.dirs[path.Dir(dir)] = true // the new directories' own entries
+	}
+	tmp, f, err := s.createTemp(labelPrefix)
+	if err != nil {
+		return labelErr(name, err)
+	}
+	defer f.Close()
+	_, err = f.Write(FormatLabelFile(refs))
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = s.root.Rename(TmpDir+"/"+tmp, LabelsDir+"/"+name)
+	}
+	if err != nil {
+		s.root.Remove(TmpDir + "/" + tmp)
+		return labelErr(name, err)
+	}
+	lw.dirs[dir] = true
+	return nil
+}
+
+// remove deletes labels/<name>.
+func (lw *labelWriter) remove(name string) error {
+	if err := lw.s.labels.Remove(name); err != nil {
+		return labelErr(name, notFound(err))
+	}
+	lw.dirs[path.Dir(name)] = true
+	return nil
+}
+
+// finish syncs every directory the writes touched.
+func (lw *labelWriter) finish() error {
+	for dir := range lw.dirs {
+		d, err := lw.s.labels.Open(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed since, e.g. rmdir of an emptied namespace
+		}
+		if err != nil {
+			return err
+		}
+		err = d.Sync()
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("syncing labels/%s: %w", dir, err)
+		}
+	}
+	clear(lw.dirs)
+	return nil
+}
+
+// applyLabel points a label at sum, appending or replacing.
+func (s *Store) applyLabel(lw *labelWriter, name string, sum Hash, mode LabelMode) error {
+	if mode == LabelReplace {
+		return lw.write(name, []Hash{sum})
+	}
+	refs, err := s.readLabelStrict(name)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	for _, r := range refs {
+		if r == sum {
+			return nil
+		}
+	}
+	return lw.write(name, append(refs, sum))
+}
+
+// notFound turns the OS's "no such file" into ErrNotFound, keeping others.
+func notFound(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return ErrNotFound
+	}
+	return err
+}

@@ -1,0 +1,284 @@
+// Package store implements Theater's content-addressed store: blobs named by
+// the SHA-1 of their content under data/, and labels under labels/, each
+// label file holding one or more hashes.
+//
+// The on-disk format is byte-compatible with Theater's ContentStore. What
+// this package adds is safety: writes are atomic and durable (temp file,
+// fsync, rename, directory fsync), content is hashed with collision
+// detection, blobs are verified before their bytes are served, and nothing
+// outside the store directory is ever opened.
+//
+// One goroutine, the owner, makes every change to data/ and labels/. Each
+// operation is a request carrying a context and a reply channel. Blob bytes
+// never pass through the owner: writers spool into tmp/ on their own and send
+// a commit; readers receive an open file.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Directory names inside a store.
+const (
+	DataDir   = "data"
+	LabelsDir = "labels"
+	TmpDir    = "tmp"
+)
+
+// Temp-file prefixes in tmp/. Anything with these prefixes that no live
+// process holds locked is a leftover of a crash and is removed on Open.
+const (
+	spoolPrefix = "spool-"
+	labelPrefix = "label-"
+)
+
+// Options tune a Store. The zero value is what production wants.
+type Options struct {
+	// Logger receives warnings about what the store skips (corrupt label
+	// lines, symlinks, stray files). Nil means slog.Default().
+	Logger *slog.Logger
+	// NoGroupCommit makes the owner commit one blob at a time, each with its
+	// own fsyncs. It exists as the baseline for benchmarks.
+	NoGroupCommit bool
+	// ReadOnly refuses every change.
+	ReadOnly bool
+}
+
+// Store is an open content store. All methods are safe for concurrent use.
+type Store struct {
+	dir    string
+	root   *os.Root // the store directory: every open goes through it
+	data   *os.Root // data/
+	labels *os.Root // labels/
+	opts   Options
+	log    *slog.Logger
+
+	reqs chan request
+	quit chan struct{} // closed by Close
+	done chan struct{} // closed when the owner has exited
+
+	verdicts *verdictCache
+}
+
+// Open opens (creating if needed) the store in dir. A directory Theater
+// wrote opens as is; only tmp/ is added.
+func Open(dir string, opts Options) (*Store, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, &Error{Op: "open store", Name: dir, Err: err}
+	}
+	if !opts.ReadOnly {
+		for _, d := range []string{"", DataDir, LabelsDir, TmpDir} {
+			if err := os.Mkdir(filepath.Join(abs, d), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+				return nil, &Error{Op: "open store", Name: abs, Err: err}
+			}
+		}
+	}
+	root, err := os.OpenRoot(abs)
+	if err != nil {
+		return nil, &Error{Op: "open store", Name: abs, Err: err}
+	}
+	s := &Store{dir: abs, root: root, opts: opts, log: opts.Logger}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.data, err = openSubRoot(root, DataDir); err != nil {
+		root.Close()
+		return nil, &Error{Op: "open store", Name: filepath.Join(abs, DataDir), Err: err}
+	}
+	if s.labels, err = openSubRoot(root, LabelsDir); err != nil {
+		s.data.Close()
+		root.Close()
+		return nil, &Error{Op: "open store", Name: filepath.Join(abs, LabelsDir), Err: err}
+	}
+	if !opts.ReadOnly {
+		s.clearLeftovers()
+	}
+	s.verdicts = newVerdictCache(filepath.Join(abs, TmpDir, "verified"), opts.ReadOnly, s.log)
+	s.reqs = make(chan request, 64)
+	s.quit = make(chan struct{})
+	s.done = make(chan struct{})
+	go s.own()
+	return s, nil
+}
+
+// openSubRoot opens a directory of the store, refusing a symlink in its
+// place (it could point anywhere).
+func openSubRoot(root *os.Root, name string) (*os.Root, error) {
+	fi, err := root.Lstat(name)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("not a directory")
+	}
+	return root.OpenRoot(name)
+}
+
+// Dir returns the store's absolute path.
+func (s *Store) Dir() string { return s.dir }
+
+// clearLeftovers removes temp files that a crashed writer left in tmp/.
+// A live writer (in this process or another) holds an flock on its file,
+// so its spool is never taken from under it.
+func (s *Store) clearLeftovers() {
+	entries, err := os.ReadDir(filepath.Join(s.dir, TmpDir))
+	if err != nil {
+		s.log.Warn("cannot list tmp/", "err", err)
+		return
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, spoolPrefix) && !strings.HasPrefix(name, labelPrefix) {
+			continue
+		}
+		path := filepath.Join(s.dir, TmpDir, name)
+		f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			os.Remove(path)
+		}
+		f.Close()
+	}
+}
+
+// Close stops the owner goroutine after the requests already queued, and
+// releases the store's directories. Operations after Close fail with
+// ErrClosed.
+func (s *Store) Close() error {
+	select {
+	case <-s.quit:
+		return nil
+	default:
+	}
+	close(s.quit)
+	<-s.done
+	s.verdicts.close()
+	s.labels.Close()
+	s.data.Close()
+	return s.root.Close()
+}
+
+// request is one message to the owner goroutine. run executes on the owner;
+// it replies on a channel the caller made (buffered, so the owner never
+// blocks on a caller that has gone away).
+type request struct {
+	ctx    context.Context
+	run    func()
+	commit *commit // set for blob commits, which the owner batches
+}
+
+// call sends fn to the owner and waits for its result, or for ctx.
+func call[T any](ctx context.Context, s *Store, fn func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	var zero T
+	reply := make(chan result, 1)
+	req := request{ctx: ctx, run: func() {
+		v, err := fn()
+		reply <- result{v, err}
+	}}
+	if err := s.send(ctx, req); err != nil {
+		return zero, err
+	}
+	select {
+	case r := <-reply:
+		return r.v, r.err
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+}
+
+func (s *Store) send(ctx context.Context, req request) error {
+	select {
+	case <-s.quit:
+		return ErrClosed
+	default:
+	}
+	select {
+	case s.reqs <- req:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.quit:
+		return ErrClosed
+	}
+}
+
+// own is the owner goroutine: the only code that changes data/ and labels/.
+func (s *Store) own() {
+	defer close(s.done)
+	var batch []*commit
+	for {
+		var req request
+		select {
+		case req = <-s.reqs:
+		case <-s.quit:
+			s.drain()
+			return
+		}
+		if req.commit == nil {
+			s.serve(req)
+			continue
+		}
+		// Group commit: take every commit already waiting, and make them
+		// durable together. A non-commit request met on the way is served
+		// after the batch, in order.
+		batch = append(batch[:0], req.commit)
+		var next *request
+	gather:
+		for !s.opts.NoGroupCommit && len(batch) < 256 {
+			select {
+			case r := <-s.reqs:
+				if r.commit == nil {
+					next = &r
+					break gather
+				}
+				batch = append(batch, r.commit)
+			default:
+				break gather
+			}
+		}
+		s.commitBatch(batch)
+		if next != nil {
+			s.serve(*next)
+		}
+	}
+}
+
+func (s *Store) serve(req request) {
+	if req.ctx.Err() != nil && req.commit == nil {
+		// The caller has gone; it no longer waits for the reply.
+		return
+	}
+	req.run()
+}
+
+// drain answers the requests still queued at Close, so no caller hangs.
+func (s *Store) drain() {
+	for {
+		select {
+		case req := <-s.reqs:
+			if req.commit != nil {
+				req.commit.reply <- commitResult{err: ErrClosed}
+				continue
+			}
+			req.run()
+		default:
+			return
+		}
+	}
+}

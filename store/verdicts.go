@@ -1,0 +1,141 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+)
+
+// verdictCache remembers whether a blob's content hashes to its name, keyed
+// by the file's inode, size and mtime, so each blob is hashed once in its
+// life. Verdicts are appended to tmp/verified and reloaded by the next Open,
+// so they survive remounts. A changed file (new inode, size or mtime) is
+// verified again.
+//
+// Record format, one a line: "<hash> <ino> <size> <mtime-ns> <ok 1|0>".
+type verdictCache struct {
+	path     string
+	readOnly bool
+	log      *slog.Logger
+
+	load sync.Once
+	mu   sync.Mutex
+	m    map[Hash]verdict
+	out  *os.File // append handle, opened lazily
+}
+
+type verdict struct {
+	ino, size uint64
+	mtime     int64
+	ok        bool
+}
+
+func newVerdictCache(path string, readOnly bool, log *slog.Logger) *verdictCache {
+	return &verdictCache{path: path, readOnly: readOnly, log: log, m: map[Hash]verdict{}}
+}
+
+func keyOf(fi os.FileInfo) (ino, size uint64, mtime int64) {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = st.Ino
+	}
+	return ino, uint64(fi.Size()), fi.ModTime().UnixNano()
+}
+
+// lookup returns the remembered verdict for this version of the file.
+func (vc *verdictCache) lookup(h Hash, fi os.FileInfo) (ok, known bool) {
+	vc.load.Do(vc.readLog)
+	ino, size, mtime := keyOf(fi)
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	v, found := vc.m[h]
+	if !found || v.ino != ino || v.size != size || v.mtime != mtime {
+		return false, false
+	}
+	return v.ok, true
+}
+
+// record remembers a verdict, in memory and in the log.
+func (vc *verdictCache) record(h Hash, fi os.FileInfo, ok bool) {
+	vc.load.Do(vc.readLog)
+	ino, size, mtime := keyOf(fi)
+	v := verdict{ino: ino, size: size, mtime: mtime, ok: ok}
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	if old, found := vc.m[h]; found && old == v {
+		return
+	}
+	vc.m[h] = v
+	if vc.readOnly {
+		return
+	}
+	if vc.out == nil {
+		f, err := os.OpenFile(vc.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
+		if err != nil {
+			vc.log.Warn("cannot remember verified blobs; they will be hashed again next time", "err", err)
+			vc.readOnly = true
+			return
+		}
+		vc.out = f
+	}
+	okc := 0
+	if ok {
+		okc = 1
+	}
+	// One write per record, with O_APPEND, so records from several processes
+	// never interleave.
+	line := fmt.Appendf(nil, "%s %d %d %d %d\n", h, ino, size, mtime, okc)
+	if _, err := vc.out.Write(line); err != nil {
+		vc.log.Warn("cannot remember verified blob", "hash", h.String(), "err", err)
+	}
+}
+
+// readLog loads the verdicts that earlier runs recorded. Malformed lines
+// (a torn last line after a crash) are ignored.
+func (vc *verdictCache) readLog() {
+	f, err := os.OpenFile(vc.path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	for sc.Scan() {
+		fields := bytes.Fields(sc.Bytes())
+		if len(fields) != 5 {
+			continue
+		}
+		h, err := ParseHash(string(fields[0]))
+		if err != nil {
+			continue
+		}
+		ino, e1 := strconv.ParseUint(string(fields[1]), 10, 64)
+		size, e2 := strconv.ParseUint(string(fields[2]), 10, 64)
+		mtime, e3 := strconv.ParseInt(string(fields[3]), 10, 64)
+		if e1 != nil || e2 != nil || e3 != nil {
+			continue
+		}
+		vc.m[h] = verdict{ino: ino, size: size, mtime: mtime, ok: string(fields[4]) == "1"}
+	}
+}
+
+// forget drops a verdict, for a blob that was removed.
+func (vc *verdictCache) forget(h Hash) {
+	vc.mu.Lock()
+	delete(vc.m, h)
+	vc.mu.Unlock()
+}
+
+func (vc *verdictCache) close() {
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	if vc.out != nil {
+		vc.out.Close()
+		vc.out = nil
+	}
+}
