@@ -1,11 +1,368 @@
 package main
 
-import "github.com/urfave/cli/v2"
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/theater-storefs/theater-storefs/fs"
+	"github.com/theater-storefs/theater-storefs/store"
+	"github.com/urfave/cli/v2"
+)
 
 func mountCommand() *cli.Command {
-	return &cli.Command{Name: "mount", Hidden: true, Action: func(*cli.Context) error { return usagef("mount: not yet built") }}
+	return &cli.Command{
+		Name:      "mount",
+		Usage:     "show the store as files at MOUNTPOINT (by-hash/, by-label/, actors/)",
+		ArgsUsage: "MOUNTPOINT",
+		Description: "Returns once the mount answers and serves in the background; --foreground stays\n" +
+			"attached (for systemd and debugging). Unmount with `theater-storefs unmount MOUNTPOINT`,\n" +
+			"umount or fusermount3 -u. Labels are files: writing one stores the content and points\n" +
+			"the label at it; mode, owner and time changes are accepted and not stored.",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay attached until unmounted"},
+			&cli.BoolFlag{Name: "read-only", Aliases: []string{"ro"}, Usage: "refuse every change"},
+			&cli.BoolFlag{Name: "allow-other", Usage: "let other users in (with default_permissions)"},
+			&cli.BoolFlag{Name: "debug", Usage: "log every FUSE operation"},
+			&cli.BoolFlag{Name: "force", Usage: "clear a stale mount of another program at MOUNTPOINT first"},
+			&cli.StringFlag{Name: "log-file", Usage: "in the background, append logs to `FILE` (default: discard)"},
+		},
+		Action: cmdMount,
+	}
 }
 
 func unmountCommand() *cli.Command {
-	return &cli.Command{Name: "unmount", Hidden: true, Action: func(*cli.Context) error { return usagef("unmount: not yet built") }}
+	return &cli.Command{
+		Name:      "unmount",
+		Aliases:   []string{"umount"},
+		Usage:     "unmount MOUNTPOINT; the server exits",
+		ArgsUsage: "MOUNTPOINT",
+		Action:    cmdUnmount,
+	}
+}
+
+// readyFd is the descriptor a background server reports readiness on.
+const readyFd = 3
+
+// envReady tells the server process that fd 3 is its readiness pipe.
+const envReady = "THEATER_STOREFS_READY_FD"
+
+func cmdMount(c *cli.Context) error {
+	if err := nargs(c, 1, 1); err != nil {
+		return err
+	}
+	mnt, err := filepath.Abs(c.Args().First())
+	if err != nil {
+		return err
+	}
+	dir, err := filepath.Abs(storeDir(c))
+	if err != nil {
+		return err
+	}
+	if err := checkFuse(); err != nil {
+		return err
+	}
+	if err := prepareMountpoint(mnt, c.Bool("force")); err != nil {
+		return err
+	}
+	if err := checkOverlap(dir, mnt); err != nil {
+		return err
+	}
+	if !c.Bool("foreground") && os.Getenv(envReady) == "" {
+		return spawnServer(c, mnt, dir)
+	}
+	return serve(c, mnt, dir)
+}
+
+// spawnServer starts this program again in the foreground, detached, and
+// waits until it says the mount answers, or why it failed.
+func spawnServer(c *cli.Context, mnt, dir string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	args := append([]string{"--store", dir}, globalFlags(c)...)
+	args = append(args, "mount", "--foreground")
+	for _, f := range []string{"read-only", "allow-other", "debug", "force"} {
+		if c.Bool(f) {
+			args = append(args, "--"+f)
+		}
+	}
+	args = append(args, mnt)
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), envReady+"=1")
+	cmd.ExtraFiles = []*os.File{w} // becomes fd 3
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Dir = "/"
+	if lf := c.String("log-file"); lf != "" {
+		f, err := os.OpenFile(lf, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		cmd.Stdout, cmd.Stderr = f, f
+	}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return fmt.Errorf("starting the server: %w", err)
+	}
+	w.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	line, err := bufio.NewReader(r).ReadString('\n')
+	line = strings.TrimSpace(line)
+	switch {
+	case line == "ok":
+		cmd.Process.Release()
+		return nil
+	case line != "":
+		return errors.New(line)
+	}
+	select {
+	case werr := <-exited:
+		return fmt.Errorf("the server exited before the mount was ready: %v", werr)
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("the server did not report readiness: %v", err)
+	}
+}
+
+// globalFlags passes the logging flags on to the server process.
+func globalFlags(c *cli.Context) []string {
+	var out []string
+	if lf := c.String("log-format"); lf != "" {
+		out = append(out, "--log-format", lf)
+	}
+	if c.Bool("verbose") {
+		out = append(out, "--verbose")
+	}
+	return out
+}
+
+// serve mounts and serves until unmounted or signalled.
+func serve(c *cli.Context, mnt, dir string) (err error) {
+	var ready *os.File
+	if os.Getenv(envReady) != "" {
+		ready = os.NewFile(readyFd, "ready")
+		defer func() {
+			if err != nil { // tell the waiting parent why
+				fmt.Fprintln(ready, oneLine(err))
+			}
+			ready.Close()
+		}()
+	}
+	st, err := store.Open(dir, store.Options{ReadOnly: c.Bool("read-only"), Logger: slog.Default()})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	server, err := fs.Mount(mnt, st, fs.MountOptions{
+		Options:    fs.Options{ReadOnly: c.Bool("read-only"), Logger: slog.Default()},
+		FsName:     dir,
+		AllowOther: c.Bool("allow-other"),
+		Debug:      c.Bool("debug"),
+	})
+	if err != nil {
+		return fmt.Errorf("mounting %s: %w", mnt, err)
+	}
+	slog.Info("mounted", "store", dir, "mountpoint", mnt)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		for s := range sigs {
+			slog.Info("unmounting on signal", "signal", s.String())
+			if err := server.Unmount(); err != nil {
+				slog.Warn("unmount failed; detaching", "err", err)
+				syscall.Unmount(mnt, syscall.MNT_DETACH)
+			}
+		}
+	}()
+	if ready != nil {
+		fmt.Fprintln(ready, "ok")
+		ready.Close()
+		ready = nil
+		// Nothing is left to read our stdio in the background.
+		if c.String("log-file") == "" {
+			devnull, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+			slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if devnull != nil {
+				syscall.Dup2(int(devnull.Fd()), 1)
+				syscall.Dup2(int(devnull.Fd()), 2)
+			}
+		}
+	}
+	server.Wait()
+	slog.Info("unmounted", "mountpoint", mnt)
+	return nil
+}
+
+// checkFuse says in one sentence what to install when FUSE is missing.
+func checkFuse() error {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return errors.New("FUSE is not available: /dev/fuse is missing (install fuse3 with `apt-get install fuse3` and load the fuse module, or run the container with --device /dev/fuse)")
+	}
+	if os.Geteuid() != 0 {
+		if _, err := exec.LookPath("fusermount3"); err != nil {
+			return errors.New("fusermount3 is missing: install it with `apt-get install fuse3` (needed to mount as a user other than root)")
+		}
+	}
+	return nil
+}
+
+// prepareMountpoint refuses a mountpoint that is not an empty directory,
+// and clears a stale mount left by a crashed server.
+func prepareMountpoint(mnt string, force bool) error {
+	_, err := os.Stat(mnt)
+	if errors.Is(err, syscall.ENOTCONN) {
+		fstype := mountType(mnt)
+		if fstype != "fuse.theater-storefs" && !force {
+			return fmt.Errorf("%s is a stale mount of %s (transport endpoint is not connected): unmount it with `fusermount3 -u %s`, or pass --force", mnt, fstype, mnt)
+		}
+		slog.Warn("clearing a stale mount left by a crashed server", "mountpoint", mnt)
+		if err := detach(mnt); err != nil {
+			return fmt.Errorf("%s is a stale mount and clearing it failed: %w", mnt, err)
+		}
+		_, err = os.Stat(mnt)
+	}
+	if err != nil {
+		return fmt.Errorf("mountpoint %s: %w", mnt, errors.Unwrap(err))
+	}
+	if t := mountType(mnt); t != "" {
+		return fmt.Errorf("mountpoint %s is already mounted (%s)", mnt, t)
+	}
+	d, err := os.Open(mnt)
+	if err != nil {
+		return fmt.Errorf("mountpoint %s: %w", mnt, errors.Unwrap(err))
+	}
+	defer d.Close()
+	fi, err := d.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory", mnt)
+	}
+	if names, _ := d.Readdirnames(1); len(names) > 0 {
+		return fmt.Errorf("mountpoint %s is not empty", mnt)
+	}
+	return nil
+}
+
+// checkOverlap refuses a mountpoint inside the store or a store inside the
+// mountpoint: the server would read through its own mount and deadlock.
+func checkOverlap(dir, mnt string) error {
+	real := func(p string) string {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return r
+		}
+		return filepath.Clean(p)
+	}
+	d, m := real(dir), real(mnt)
+	within := func(a, b string) bool { return a == b || strings.HasPrefix(a, b+string(filepath.Separator)) }
+	switch {
+	case within(m, d):
+		return fmt.Errorf("mountpoint %s is inside the store %s", mnt, dir)
+	case within(d, m):
+		return fmt.Errorf("the store %s is inside the mountpoint %s", dir, mnt)
+	}
+	return nil
+}
+
+// mountType returns the file system type mounted at p, from
+// /proc/self/mounts, or "".
+func mountType(p string) string {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return ""
+	}
+	t := ""
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && unescapeMount(f[1]) == p {
+			t = f[2] // the last mount at p is the one in effect
+		}
+	}
+	return t
+}
+
+// unescapeMount undoes the octal escapes of /proc/mounts (\040 for space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v int
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%o", &v); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// detach lazily unmounts p: it works on a stale mount whose server is gone.
+func detach(p string) error {
+	if os.Geteuid() == 0 {
+		return syscall.Unmount(p, syscall.MNT_DETACH)
+	}
+	out, err := exec.Command("fusermount3", "-u", "-z", p).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("fusermount3 -u -z: %s", strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func cmdUnmount(c *cli.Context) error {
+	if err := nargs(c, 1, 1); err != nil {
+		return err
+	}
+	mnt, err := filepath.Abs(c.Args().First())
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(mnt); errors.Is(err, syscall.ENOTCONN) {
+		return detach(mnt)
+	}
+	if mountType(mnt) == "" {
+		return fmt.Errorf("%s is not mounted", mnt)
+	}
+	if os.Geteuid() != 0 {
+		out, err := exec.Command("fusermount3", "-u", mnt).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("fusermount3 -u %s: %s", mnt, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	delay := 5 * time.Millisecond
+	for try := 0; ; try++ {
+		err = syscall.Unmount(mnt, 0)
+		if err == nil || !errors.Is(err, syscall.EBUSY) || try == 6 {
+			break
+		}
+		time.Sleep(delay)
+		delay *= 2
+	}
+	if err != nil {
+		return fmt.Errorf("unmounting %s: %w", mnt, err)
+	}
+	return nil
 }

@@ -1,0 +1,204 @@
+package fs
+
+import (
+	"context"
+	"os"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/theater-storefs/theater-storefs/store"
+)
+
+// byHashDir is by-hash/: every blob, by its hash. Nothing in it changes.
+type byHashDir struct {
+	fusefs.Inode
+	fs *fsys
+}
+
+var _ = (fusefs.NodeLookuper)((*byHashDir)(nil))
+
+// Lookup answers from one stat of the blob. A name that is not a hash is
+// ENOENT without asking the store.
+func (d *byHashDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	h, err := store.ParseHash(name)
+	if err != nil {
+		return nil, syscall.ENOENT
+	}
+	return d.fs.blobInode(ctx, &d.Inode, h, out)
+}
+
+// blobInode makes (or finds) the inode of a blob, for by-hash/ and chain/.
+func (f *fsys) blobInode(ctx context.Context, parent *fusefs.Inode, h store.Hash, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	bi, err := f.st.Stat(ctx, h)
+	if err != nil {
+		return nil, f.errno("lookup blob", err)
+	}
+	n := &blobNode{fs: f, hash: h, info: bi}
+	n.attr(&out.Attr)
+	setTimeouts(out, blobTimeout)
+	return parent.NewInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: blobIno(h)}), 0
+}
+
+var _ = (fusefs.NodeReaddirer)((*byHashDir)(nil))
+
+// Readdir lists every blob, sorted.
+func (d *byHashDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	hashes, err := d.fs.st.ListAllContent(ctx)
+	if err != nil {
+		return nil, d.fs.errno("list blobs", err)
+	}
+	return &hashStream{hashes: hashes}, 0
+}
+
+// hashStream yields directory entries from a sorted list of hashes, one
+// name at a time, so the list is the only memory a listing holds.
+type hashStream struct {
+	hashes []store.Hash
+	i      int
+}
+
+func (s *hashStream) HasNext() bool { return s.i < len(s.hashes) }
+func (s *hashStream) Next() (fuse.DirEntry, syscall.Errno) {
+	h := s.hashes[s.i]
+	s.i++
+	return fuse.DirEntry{Name: h.String(), Mode: syscall.S_IFREG, Ino: blobIno(h)}, 0
+}
+func (s *hashStream) Close() {}
+
+var _ = (fusefs.NodeGetattrer)((*byHashDir)(nil))
+
+func (d *byHashDir) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	d.fs.dirAttr(&out.Attr, 0o555)
+	out.SetTimeout(blobTimeout)
+	return 0
+}
+
+// Every change in by-hash/ is refused.
+var (
+	_ = (fusefs.NodeCreater)((*byHashDir)(nil))
+	_ = (fusefs.NodeMkdirer)((*byHashDir)(nil))
+	_ = (fusefs.NodeMknoder)((*byHashDir)(nil))
+	_ = (fusefs.NodeUnlinker)((*byHashDir)(nil))
+	_ = (fusefs.NodeRmdirer)((*byHashDir)(nil))
+	_ = (fusefs.NodeRenamer)((*byHashDir)(nil))
+	_ = (fusefs.NodeLinker)((*byHashDir)(nil))
+	_ = (fusefs.NodeSymlinker)((*byHashDir)(nil))
+	_ = (fusefs.NodeSetattrer)((*byHashDir)(nil))
+)
+
+func (d *byHashDir) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
+	return nil, nil, 0, d.fs.refuseChange()
+}
+func (d *byHashDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	return nil, d.fs.refuseChange()
+}
+func (d *byHashDir) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	return nil, d.fs.refuseChange()
+}
+func (d *byHashDir) Unlink(ctx context.Context, name string) syscall.Errno { return d.fs.refuseChange() }
+func (d *byHashDir) Rmdir(ctx context.Context, name string) syscall.Errno  { return d.fs.refuseChange() }
+func (d *byHashDir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	return d.fs.refuseChange()
+}
+func (d *byHashDir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	return nil, d.fs.refuseChange()
+}
+func (d *byHashDir) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	return nil, d.fs.refuseChange()
+}
+func (d *byHashDir) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return d.fs.refuseChange()
+}
+
+// blobNode is one blob, read-only. Its content never changes, so the
+// kernel keeps its pages across opens.
+type blobNode struct {
+	fusefs.Inode
+	fs   *fsys
+	hash store.Hash
+	info store.BlobInfo
+}
+
+func (n *blobNode) attr(a *fuse.Attr) {
+	n.fs.fileAttr(a, 0o444, n.info.Size, n.info.ModTime)
+}
+
+var _ = (fusefs.NodeGetattrer)((*blobNode)(nil))
+
+func (n *blobNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.attr(&out.Attr)
+	out.SetTimeout(blobTimeout)
+	return 0
+}
+
+var _ = (fusefs.NodeOpener)((*blobNode)(nil))
+
+// Open verifies the blob (once in its life) and hands the kernel its open
+// file: by passthrough where the kernel can, by pread otherwise.
+func (n *blobNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+		return nil, 0, n.fs.refuseChange()
+	}
+	f, _, err := n.fs.st.Open(ctx, n.hash)
+	if err != nil {
+		return nil, 0, n.fs.errno("open blob", err)
+	}
+	return &blobHandle{f: f}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+var _ = (fusefs.NodeSetattrer)((*blobNode)(nil))
+
+func (n *blobNode) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return n.fs.refuseChange()
+}
+
+var (
+	_ = (fusefs.NodeGetxattrer)((*blobNode)(nil))
+	_ = (fusefs.NodeListxattrer)((*blobNode)(nil))
+	_ = (fusefs.NodeSetxattrer)((*blobNode)(nil))
+	_ = (fusefs.NodeRemovexattrer)((*blobNode)(nil))
+)
+
+func (n *blobNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if attr != xattrHash {
+		return 0, syscall.ENODATA
+	}
+	return xattrReply([]byte(n.hash.String()), dest)
+}
+
+func (n *blobNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	return xattrReply(xattrNames(xattrHash), dest)
+}
+
+func (n *blobNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return n.fs.refuseChange()
+}
+
+func (n *blobNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return n.fs.refuseChange()
+}
+
+// blobHandle is an open, verified blob.
+type blobHandle struct {
+	f *os.File
+}
+
+var (
+	_ = (fusefs.FileReader)((*blobHandle)(nil))
+	_ = (fusefs.FilePassthroughFder)((*blobHandle)(nil))
+	_ = (fusefs.FileReleaser)((*blobHandle)(nil))
+)
+
+func (h *blobHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	return fuse.ReadResultFd(h.f.Fd(), off, len(dest)), 0
+}
+
+// PassthroughFd lets the kernel read the blob file itself (Linux 6.9+,
+// with CAP_SYS_ADMIN); go-fuse falls back to Read where it cannot.
+func (h *blobHandle) PassthroughFd() (int, bool) { return int(h.f.Fd()), true }
+
+func (h *blobHandle) Release(ctx context.Context) syscall.Errno {
+	h.f.Close()
+	return 0
+}

@@ -1,0 +1,240 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/theater-storefs/theater-storefs/store"
+)
+
+const byLabel = "by-label"
+
+// labelName returns the label (or namespace) a node under by-label/ stands
+// for, from where it is in the tree now: renames move nodes, and the name
+// follows. ok is false for a node that is no longer in by-label/ (removed).
+// The top of by-label/ itself is "".
+func labelName(n *fusefs.Inode) (name string, ok bool) {
+	p := n.Path(nil)
+	if p == byLabel {
+		return "", true
+	}
+	name, ok = strings.CutPrefix(p, byLabel+"/")
+	return name, ok && name != ""
+}
+
+func joinLabel(ns, name string) string {
+	if ns == "" {
+		return name
+	}
+	return ns + "/" + name
+}
+
+// labelDir is by-label/ or a namespace in it: labels are files, nested
+// namespaces directories.
+type labelDir struct {
+	fusefs.Inode
+	fs *fsys
+}
+
+// child returns the label name of an entry of this directory.
+func (d *labelDir) child(name string) (string, syscall.Errno) {
+	ns, ok := labelName(&d.Inode)
+	if !ok {
+		return "", syscall.ENOENT
+	}
+	full := joinLabel(ns, name)
+	if err := store.ValidateLabel(full); err != nil {
+		return "", syscall.EINVAL
+	}
+	return full, 0
+}
+
+var _ = (fusefs.NodeLookuper)((*labelDir)(nil))
+
+func (d *labelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	full, en := d.child(name)
+	if en != 0 {
+		return nil, syscall.ENOENT
+	}
+	li, err := d.fs.st.StatLabel(ctx, full)
+	if errors.Is(err, store.ErrIsNamespace) {
+		d.fs.dirAttr(&out.Attr, 0o755)
+		setTimeouts(out, labelTimeout)
+		return d.NewInode(ctx, &labelDir{fs: d.fs}, fusefs.StableAttr{Mode: syscall.S_IFDIR}), 0
+	}
+	if err != nil {
+		return nil, d.fs.errno("lookup label", err)
+	}
+	n := &labelNode{fs: d.fs}
+	n.attrFrom(ctx, li, &out.Attr)
+	setTimeouts(out, labelTimeout)
+	return d.NewInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG}), 0
+}
+
+var _ = (fusefs.NodeReaddirer)((*labelDir)(nil))
+
+func (d *labelDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	ns, ok := labelName(&d.Inode)
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	ents, err := d.fs.st.ReadNamespace(ctx, ns)
+	if err != nil {
+		return nil, d.fs.errno("list labels", err)
+	}
+	out := make([]fuse.DirEntry, len(ents))
+	for i, e := range ents {
+		out[i] = fuse.DirEntry{Name: e.Name, Mode: syscall.S_IFREG}
+		if e.IsNamespace {
+			out[i].Mode = syscall.S_IFDIR
+		}
+	}
+	return fusefs.NewListDirStream(out), 0
+}
+
+var _ = (fusefs.NodeGetattrer)((*labelDir)(nil))
+
+func (d *labelDir) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	d.fs.dirAttr(&out.Attr, 0o755)
+	out.SetTimeout(labelTimeout)
+	return 0
+}
+
+var _ = (fusefs.NodeSetattrer)((*labelDir)(nil))
+
+// Setattr accepts and forgets mode, owner and time changes, so cp -a and
+// rsync -a work; there is nowhere to keep them.
+func (d *labelDir) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if d.fs.readOnly {
+		return syscall.EROFS
+	}
+	return d.Getattr(ctx, fh, out)
+}
+
+var _ = (fusefs.NodeCreater)((*labelDir)(nil))
+
+// Create makes a new label. It exists in the store once the file is closed
+// or fsynced, holding what was written (nothing, for touch).
+func (d *labelDir) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
+	if d.fs.readOnly {
+		return nil, nil, 0, syscall.EROFS
+	}
+	full, en := d.child(name)
+	if en != 0 {
+		return nil, nil, 0, en
+	}
+	if _, err := d.fs.st.StatLabel(ctx, full); err == nil {
+		if flags&syscall.O_EXCL != 0 {
+			return nil, nil, 0, syscall.EEXIST
+		}
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, nil, 0, d.fs.errno("create label", err)
+	}
+	n := &labelNode{fs: d.fs}
+	ch := d.NewInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG})
+	fh, en := n.openWriter(ctx, nil, true)
+	if en != 0 {
+		return nil, nil, 0, en
+	}
+	d.fs.fileAttr(&out.Attr, 0o644, 0, timeNow())
+	setTimeouts(out, labelTimeout)
+	return ch, fh, 0, 0
+}
+
+var _ = (fusefs.NodeMkdirer)((*labelDir)(nil))
+
+func (d *labelDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if d.fs.readOnly {
+		return nil, syscall.EROFS
+	}
+	full, en := d.child(name)
+	if en != 0 {
+		return nil, en
+	}
+	if err := d.fs.st.MakeNamespace(ctx, full); err != nil {
+		return nil, d.fs.errno("mkdir", err)
+	}
+	d.fs.dirAttr(&out.Attr, 0o755)
+	setTimeouts(out, labelTimeout)
+	return d.NewInode(ctx, &labelDir{fs: d.fs}, fusefs.StableAttr{Mode: syscall.S_IFDIR}), 0
+}
+
+var _ = (fusefs.NodeUnlinker)((*labelDir)(nil))
+
+// Unlink removes a label; its blobs stay until garbage collection.
+func (d *labelDir) Unlink(ctx context.Context, name string) syscall.Errno {
+	if d.fs.readOnly {
+		return syscall.EROFS
+	}
+	full, en := d.child(name)
+	if en != 0 {
+		return en
+	}
+	return d.fs.errno("rm", d.fs.st.RemoveLabel(ctx, full))
+}
+
+var _ = (fusefs.NodeRmdirer)((*labelDir)(nil))
+
+func (d *labelDir) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if d.fs.readOnly {
+		return syscall.EROFS
+	}
+	full, en := d.child(name)
+	if en != 0 {
+		return en
+	}
+	return d.fs.errno("rmdir", d.fs.st.RemoveNamespace(ctx, full))
+}
+
+var _ = (fusefs.NodeRenamer)((*labelDir)(nil))
+
+// Rename moves a label or namespace atomically, replacing a label at the
+// target: editors and rsync write a temp name and rename it over.
+func (d *labelDir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if d.fs.readOnly {
+		return syscall.EROFS
+	}
+	np, ok := newParent.(*labelDir)
+	if !ok {
+		return syscall.EXDEV
+	}
+	from, en := d.child(name)
+	if en != 0 {
+		return en
+	}
+	to, en := np.child(newName)
+	if en != 0 {
+		return en
+	}
+	const renameNoReplace, renameExchange = 1, 2
+	switch {
+	case flags&renameExchange != 0:
+		return syscall.EINVAL
+	case flags&renameNoReplace != 0:
+		if _, err := d.fs.st.StatLabel(ctx, to); !errors.Is(err, store.ErrNotFound) {
+			return syscall.EEXIST
+		}
+	}
+	return d.fs.errno("rename", d.fs.st.RenameLabel(ctx, from, to))
+}
+
+var (
+	_ = (fusefs.NodeLinker)((*labelDir)(nil))
+	_ = (fusefs.NodeSymlinker)((*labelDir)(nil))
+	_ = (fusefs.NodeMknoder)((*labelDir)(nil))
+)
+
+// A label is content: there are no links, symlinks or device files.
+func (d *labelDir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
+}
+func (d *labelDir) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
+}
+func (d *labelDir) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
+}

@@ -1,0 +1,124 @@
+// Package fs shows a Theater content store as a FUSE file system:
+//
+//	by-hash/<sha1>          every blob, read-only
+//	by-label/<label>        every label; writing a file stores it and points the label at it
+//	actors/<id>/chain-head  an actor's newest event, and chain/ with every event before it
+//
+// Every read and write is a request to the store's owner goroutine; blob
+// bytes are read from the blob's own open file (by FUSE passthrough where the
+// kernel allows it) and written into a spool file, never held in memory.
+//
+// Caching is set per kind of node: blobs never change, so their entries,
+// attributes and pages are cached for an hour; labels and chain heads
+// change, so their timeouts are short and their pages are not kept across
+// opens.
+package fs
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/theater-storefs/theater-storefs/store"
+)
+
+// Store is what the file system needs of the store. *store.Store has it.
+type Store interface {
+	Open(ctx context.Context, h store.Hash) (*os.File, store.BlobInfo, error)
+	Stat(ctx context.Context, h store.Hash) (store.BlobInfo, error)
+	ListAllContent(ctx context.Context) ([]store.Hash, error)
+	StatLabel(ctx context.Context, name string) (store.LabelInfo, error)
+	IsNamespace(ctx context.Context, name string) (bool, error)
+	ReadNamespace(ctx context.Context, ns string) ([]store.LabelEntry, error)
+	NewSpool() (*store.Spool, error)
+	RemoveLabel(ctx context.Context, name string) error
+	RenameLabel(ctx context.Context, from, to string) error
+	MakeNamespace(ctx context.Context, name string) error
+	RemoveNamespace(ctx context.Context, name string) error
+	WalkChain(ctx context.Context, head store.Hash, limit int) ([]store.ChainLink, error)
+}
+
+var _ Store = (*store.Store)(nil)
+
+// Timeouts for the kernel's caches.
+const (
+	// Blobs never change: cache them long.
+	blobTimeout = time.Hour
+	// Labels change, also from other processes: keep the kernel's view
+	// short-lived.
+	labelTimeout = 500 * time.Millisecond
+)
+
+// Options configure the file system.
+type Options struct {
+	ReadOnly bool
+	// UID and GID own every file; the mounting user by default.
+	UID, GID uint32
+	Logger   *slog.Logger
+}
+
+// fsys is shared by every node of one mount.
+type fsys struct {
+	st       Store
+	readOnly bool
+	uid, gid uint32
+	log      *slog.Logger
+}
+
+// NewRoot returns the root node of the file system over st.
+func NewRoot(st Store, opts Options) fusefs.InodeEmbedder {
+	f := &fsys{st: st, readOnly: opts.ReadOnly, uid: opts.UID, gid: opts.GID, log: opts.Logger}
+	if f.log == nil {
+		f.log = slog.Default()
+	}
+	return &rootNode{fs: f}
+}
+
+// MountOptions holds what a mount asks of the kernel beyond the tree.
+type MountOptions struct {
+	Options
+	FsName     string // shown in /proc/mounts, usually the store directory
+	AllowOther bool
+	Debug      bool
+}
+
+// Mount serves st at dir until the returned server is unmounted.
+func Mount(dir string, st Store, mo MountOptions) (*fuse.Server, error) {
+	if mo.UID == 0 && mo.GID == 0 {
+		mo.UID, mo.GID = uint32(os.Getuid()), uint32(os.Getgid())
+	}
+	zero := time.Duration(0)
+	short := labelTimeout
+	opts := &fusefs.Options{
+		// Node kinds set their own timeouts in Lookup and Getattr; these
+		// are the fall-backs, and must be non-nil or nothing is cached.
+		EntryTimeout:    &short,
+		AttrTimeout:     &short,
+		NegativeTimeout: &zero,
+		UID:             mo.UID,
+		GID:             mo.GID,
+		MountOptions: fuse.MountOptions{
+			FsName:            mo.FsName,
+			Name:              "theater-storefs",
+			MaxWrite:          1 << 20,
+			MaxReadAhead:      1 << 20,
+			AllowOther:        mo.AllowOther,
+			DirectMount:       os.Geteuid() == 0,
+			Debug:             mo.Debug,
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+			Options:           []string{"nosuid", "nodev"},
+		},
+	}
+	if mo.AllowOther {
+		// go-fuse does not add it: without it the kernel checks no
+		// permissions at all for other users.
+		opts.MountOptions.Options = append(opts.MountOptions.Options, "default_permissions")
+	}
+	if mo.ReadOnly {
+		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
+	}
+	return fusefs.Mount(dir, NewRoot(st, mo.Options), opts)
+}

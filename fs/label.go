@@ -1,0 +1,415 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/theater-storefs/theater-storefs/store"
+)
+
+var timeNow = time.Now
+
+// labelNode is a label shown as a file: its content is the content of the
+// label's newest ref. Under by-label/ the label is found from the node's
+// place in the tree; under actors/ it is fixed and the file read-only.
+type labelNode struct {
+	fusefs.Inode
+	fs       *fsys
+	fixed    string // the label, for nodes outside by-label/
+	readOnly bool
+
+	mu      sync.Mutex
+	writers map[*labelHandle]struct{} // open for writing, for Getattr's size
+}
+
+func (n *labelNode) label() (string, bool) {
+	if n.fixed != "" {
+		return n.fixed, true
+	}
+	return labelName(&n.Inode)
+}
+
+func (n *labelNode) perm() uint32 {
+	if n.readOnly {
+		return 0o444
+	}
+	return 0o644
+}
+
+// attrFrom fills attributes from a label's refs: the newest ref's size, the
+// label file's mtime. A label whose blob is missing still lists (size 0);
+// reading it fails.
+func (n *labelNode) attrFrom(ctx context.Context, li store.LabelInfo, a *fuse.Attr) {
+	var size int64
+	if h, ok := li.Head(); ok {
+		if bi, err := n.fs.st.Stat(ctx, h); err == nil {
+			size = bi.Size
+		}
+	}
+	n.fs.fileAttr(a, n.perm(), size, li.ModTime)
+}
+
+var _ = (fusefs.NodeGetattrer)((*labelNode)(nil))
+
+func (n *labelNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.SetTimeout(labelTimeout)
+	if w := n.pendingWriter(fh); w != nil {
+		n.fs.fileAttr(&out.Attr, n.perm(), w.size(), timeNow())
+		return 0
+	}
+	name, ok := n.label()
+	if !ok {
+		return syscall.ENOENT
+	}
+	li, err := n.fs.st.StatLabel(ctx, name)
+	if err != nil {
+		return n.fs.errno("stat label", err)
+	}
+	n.attrFrom(ctx, li, &out.Attr)
+	return 0
+}
+
+// pendingWriter returns a handle whose content has not been committed yet:
+// the one asking, else any. Its size is the file's size for now.
+func (n *labelNode) pendingWriter(fh fusefs.FileHandle) *labelHandle {
+	if h, ok := fh.(*labelHandle); ok && h.pending() {
+		return h
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for h := range n.writers {
+		if h.pending() {
+			return h
+		}
+	}
+	return nil
+}
+
+var _ = (fusefs.NodeOpener)((*labelNode)(nil))
+
+func (n *labelNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	writing := flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0
+	if writing {
+		if n.fs.readOnly {
+			return nil, 0, syscall.EROFS
+		}
+		if n.readOnly {
+			return nil, 0, syscall.EACCES
+		}
+	}
+	name, ok := n.label()
+	if !ok {
+		return nil, 0, syscall.ENOENT
+	}
+	li, err := n.fs.st.StatLabel(ctx, name)
+	if err != nil {
+		return nil, 0, n.fs.errno("open label", err)
+	}
+	head, hasHead := li.Head()
+	var base *os.File
+	truncate := flags&syscall.O_TRUNC != 0
+	if hasHead && !truncate {
+		f, _, err := n.fs.st.Open(ctx, head)
+		if err != nil {
+			n.fs.log.Error("label points to a blob that cannot be read", "label", name, "hash", head.String(), "err", err)
+			if errors.Is(err, store.ErrNotFound) {
+				return nil, 0, syscall.EIO
+			}
+			return nil, 0, n.fs.errno("open label", err)
+		}
+		base = f
+	}
+	if !writing {
+		return &labelHandle{node: n, base: base}, 0, 0
+	}
+	fh, en := n.openWriter(ctx, base, truncate)
+	return fh, 0, en
+}
+
+// openWriter makes a handle that writes a new version of the label. With
+// fresh, it starts empty (create, O_TRUNC); otherwise from base.
+func (n *labelNode) openWriter(ctx context.Context, base *os.File, fresh bool) (*labelHandle, syscall.Errno) {
+	h := &labelHandle{node: n, base: base, writable: true}
+	if fresh {
+		sp, err := n.fs.st.NewSpool()
+		if err != nil {
+			if base != nil {
+				base.Close()
+			}
+			return nil, n.fs.errno("spool", err)
+		}
+		h.spool, h.dirty = sp, true
+	}
+	n.mu.Lock()
+	if n.writers == nil {
+		n.writers = map[*labelHandle]struct{}{}
+	}
+	n.writers[h] = struct{}{}
+	n.mu.Unlock()
+	return h, 0
+}
+
+var _ = (fusefs.NodeSetattrer)((*labelNode)(nil))
+
+// Setattr truncates (through the handle, or as a change of its own for
+// truncate(1)); mode, owner and times are accepted and not stored, so
+// touch, cp -p, rsync -a and sed -i work.
+func (n *labelNode) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if n.fs.readOnly {
+		return syscall.EROFS
+	}
+	if size, ok := in.GetSize(); ok {
+		if n.readOnly {
+			return syscall.EACCES
+		}
+		h, isHandle := fh.(*labelHandle)
+		if !isHandle || !h.writable {
+			en := n.truncateLabel(ctx, int64(size))
+			if en != 0 {
+				return en
+			}
+		} else if en := h.truncate(int64(size)); en != 0 {
+			return en
+		}
+	}
+	return n.Getattr(ctx, fh, out)
+}
+
+// truncateLabel is truncate(2) on a path: one new version of the label.
+func (n *labelNode) truncateLabel(ctx context.Context, size int64) syscall.Errno {
+	h, _, en := n.Open(ctx, syscall.O_WRONLY)
+	if en != 0 {
+		return en
+	}
+	lh := h.(*labelHandle)
+	defer lh.Release(ctx)
+	if en := lh.truncate(size); en != 0 {
+		return en
+	}
+	return lh.Flush(ctx)
+}
+
+var (
+	_ = (fusefs.NodeGetxattrer)((*labelNode)(nil))
+	_ = (fusefs.NodeListxattrer)((*labelNode)(nil))
+	_ = (fusefs.NodeSetxattrer)((*labelNode)(nil))
+	_ = (fusefs.NodeRemovexattrer)((*labelNode)(nil))
+)
+
+func (n *labelNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if attr != xattrHash && attr != xattrRefs {
+		return 0, syscall.ENODATA
+	}
+	name, ok := n.label()
+	if !ok {
+		return 0, syscall.ENOENT
+	}
+	li, err := n.fs.st.StatLabel(ctx, name)
+	if err != nil {
+		return 0, n.fs.errno("getxattr", err)
+	}
+	if attr == xattrRefs {
+		return xattrReply(refsValue(li.Refs), dest)
+	}
+	head, ok := li.Head()
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	return xattrReply([]byte(head.String()), dest)
+}
+
+func (n *labelNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	return xattrReply(xattrNames(xattrHash, xattrRefs), dest)
+}
+
+// Setxattr: a label keeps no attributes. ENOTSUP lets cp -a and rsync -X
+// carry on without them.
+func (n *labelNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if n.fs.readOnly {
+		return syscall.EROFS
+	}
+	return syscall.ENOTSUP
+}
+
+func (n *labelNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if n.fs.readOnly {
+		return syscall.EROFS
+	}
+	return syscall.ENOTSUP
+}
+
+// labelHandle is an open label. Reads come from the blob the label named
+// when it was opened. Writes go to a spool, made on the first change as a
+// copy of that blob (O_APPEND, pwrite and truncate change a copy of the
+// current content); flush or fsync commits the spool as the label's one
+// ref, atomically. Each commit is one whole replacement: the last wins.
+type labelHandle struct {
+	node     *labelNode
+	writable bool
+
+	mu    sync.Mutex
+	base  *os.File     // the content this handle started from; nil for none
+	spool *store.Spool // the new content, once it differs
+	dirty bool         // spool holds content not committed yet
+}
+
+func (h *labelHandle) pending() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.dirty
+}
+
+func (h *labelHandle) size() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.spool != nil {
+		return h.spool.Size()
+	}
+	return 0
+}
+
+var (
+	_ = (fusefs.FileReader)((*labelHandle)(nil))
+	_ = (fusefs.FileWriter)((*labelHandle)(nil))
+	_ = (fusefs.FileFlusher)((*labelHandle)(nil))
+	_ = (fusefs.FileFsyncer)((*labelHandle)(nil))
+	_ = (fusefs.FileReleaser)((*labelHandle)(nil))
+)
+
+func (h *labelHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var r io.ReaderAt
+	switch {
+	case h.spool != nil:
+		r = h.spool
+	case h.base != nil && !h.writable:
+		// Nothing replaces base on a read-only handle: let the
+		// kernel splice from it after we return.
+		return fuse.ReadResultFd(h.base.Fd(), off, len(dest)), 0
+	case h.base != nil:
+		r = h.base
+	default:
+		return fuse.ReadResultData(nil), 0
+	}
+	n, err := r.ReadAt(dest, off)
+	if err != nil && err != io.EOF {
+		return nil, h.node.fs.errno("read label", err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// ensureSpool starts the new version: a spool holding a copy of the first
+// keep bytes of the current content.
+func (h *labelHandle) ensureSpool(keep int64) syscall.Errno {
+	if h.spool != nil {
+		return 0
+	}
+	sp, err := h.node.fs.st.NewSpool()
+	if err != nil {
+		return h.node.fs.errno("spool", err)
+	}
+	if h.base != nil && keep > 0 {
+		if _, err := sp.ReadFrom(io.NewSectionReader(h.base, 0, keep)); err != nil {
+			sp.Discard()
+			return h.node.fs.errno("copy label content", err)
+		}
+	}
+	h.spool = sp
+	return 0
+}
+
+func (h *labelHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if !h.writable {
+		return 0, syscall.EBADF
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if en := h.ensureSpool(1 << 62); en != 0 {
+		return 0, en
+	}
+	n, err := h.spool.WriteAt(data, off)
+	h.dirty = true
+	if err != nil {
+		return uint32(n), h.node.fs.errno("write label", err)
+	}
+	return uint32(n), 0
+}
+
+func (h *labelHandle) truncate(size int64) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if en := h.ensureSpool(size); en != 0 {
+		return en
+	}
+	if err := h.spool.Truncate(size); err != nil {
+		return h.node.fs.errno("truncate label", err)
+	}
+	h.dirty = true
+	return 0
+}
+
+// Flush commits on close (and on every close of a dup'd descriptor).
+func (h *labelHandle) Flush(ctx context.Context) syscall.Errno { return h.commit(ctx) }
+
+// Fsync commits too: the content is durable when it returns.
+func (h *labelHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return h.commit(ctx) }
+
+func (h *labelHandle) commit(ctx context.Context) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.dirty {
+		return 0
+	}
+	name, ok := h.node.label()
+	if !ok {
+		// Removed while open: like an unlinked file, the content goes
+		// nowhere.
+		h.spool.Discard()
+		h.spool, h.dirty = nil, false
+		return 0
+	}
+	sp := h.spool
+	h.spool, h.dirty = nil, false
+	sum, err := sp.Commit(ctx, name, store.LabelReplace)
+	if err != nil {
+		return h.node.fs.errno("commit label", err)
+	}
+	// Later reads and writes on this handle start from what was committed.
+	f, _, err := h.node.fs.st.Open(ctx, sum)
+	if err != nil {
+		return h.node.fs.errno("reopen label", err)
+	}
+	if h.base != nil {
+		h.base.Close()
+	}
+	h.base = f
+	return 0
+}
+
+func (h *labelHandle) Release(ctx context.Context) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.spool != nil {
+		h.spool.Discard()
+		h.spool = nil
+	}
+	h.dirty = false
+	if h.base != nil {
+		h.base.Close()
+		h.base = nil
+	}
+	if h.writable {
+		h.node.mu.Lock()
+		delete(h.node.writers, h)
+		h.node.mu.Unlock()
+	}
+	return 0
+}

@@ -1,0 +1,40 @@
+package fs
+
+import (
+	"strings"
+	"syscall"
+
+	"github.com/theater-storefs/theater-storefs/store"
+)
+
+// Extended attributes every file in the mount offers.
+const (
+	xattrHash = "user.theater.hash" // the blob's hash
+	xattrRefs = "user.theater.refs" // a label's refs, oldest first, one a line
+)
+
+// xattrReply copies val into dest as getxattr(2) wants: the size alone for
+// a zero-length buffer, ERANGE with the size for one too small.
+func xattrReply(val []byte, dest []byte) (uint32, syscall.Errno) {
+	if len(dest) == 0 {
+		return uint32(len(val)), 0
+	}
+	if len(dest) < len(val) {
+		return uint32(len(val)), syscall.ERANGE
+	}
+	return uint32(copy(dest, val)), 0
+}
+
+// xattrNames lists attribute names NUL-terminated, for listxattr(2).
+func xattrNames(names ...string) []byte {
+	return []byte(strings.Join(names, "\x00") + "\x00")
+}
+
+func refsValue(refs []store.Hash) []byte {
+	var b []byte
+	for _, h := range refs {
+		b = append(b, h.String()...)
+		b = append(b, '\n')
+	}
+	return b
+}
