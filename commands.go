@@ -120,6 +120,15 @@ func parseHashArg(s string) (store.Hash, error) {
 	return h, nil
 }
 
+// labelArg checks a label name given on the command line: an invalid name
+// is bad usage, not a failed operation.
+func labelArg(name string) error {
+	if err := store.ValidateLabel(name); err != nil {
+		return usageError{err.Error()}
+	}
+	return nil
+}
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -191,8 +200,17 @@ func cmdGet(c *cli.Context) error {
 		return err
 	}
 	ref := referenceArg(c.Args().First())
-	if kind, _ := store.ParseReference(ref); kind == store.RefPath {
+	switch kind, arg := store.ParseReference(ref); kind {
+	case store.RefPath:
 		return usagef("get: %q is not a hash, store:hash:HASH or store:LABEL", ref)
+	case store.RefHash:
+		if _, err := parseHashArg(arg); err != nil {
+			return err
+		}
+	case store.RefLabel:
+		if err := labelArg(arg); err != nil {
+			return err
+		}
 	}
 	s, err := openStore(c, false)
 	if err != nil {
@@ -232,6 +250,9 @@ func cmdUnlabel(c *cli.Context) error {
 		return err
 	}
 	name := c.Args().First()
+	if err := labelArg(name); err != nil {
+		return err
+	}
 	var h store.Hash
 	var err error
 	if c.NArg() == 2 {
@@ -277,6 +298,9 @@ func cmdLabels(c *cli.Context) error {
 
 func cmdRefs(c *cli.Context) error {
 	if err := nargs(c, 1, 1); err != nil {
+		return err
+	}
+	if err := labelArg(c.Args().First()); err != nil {
 		return err
 	}
 	s, err := openStore(c, false)
@@ -500,7 +524,7 @@ func cmdGC(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("json") {
-		return printJSON(c.App.Writer, rep)
+		return printJSON(c.App.Writer, gcJSON(rep))
 	}
 	for _, h := range rep.Removed {
 		fmt.Fprintln(c.App.Writer, h)
@@ -512,4 +536,26 @@ func cmdGC(c *cli.Context) error {
 	fmt.Fprintf(c.App.ErrWriter, "%s %d blobs (%s) of %d; %d reachable, %d unreachable kept as younger than %s\n",
 		verb, len(rep.Removed), humanSize(rep.Bytes), rep.Blobs, rep.Reachable, rep.Young, c.Duration("grace"))
 	return nil
+}
+
+// gcReportJSON is gc --json: store.GCReport with the hashes as hex strings
+// (a store.Hash alone would encode as an array of 20 numbers).
+type gcReportJSON struct {
+	Blobs     int      `json:"blobs"`
+	Reachable int      `json:"reachable"`
+	Young     int      `json:"kept_young"`
+	Removed   []string `json:"removed"`
+	Bytes     int64    `json:"bytes"`
+	DryRun    bool     `json:"dry_run"`
+}
+
+func gcJSON(rep *store.GCReport) gcReportJSON {
+	out := gcReportJSON{
+		Blobs: rep.Blobs, Reachable: rep.Reachable, Young: rep.Young,
+		Removed: make([]string, len(rep.Removed)), Bytes: rep.Bytes, DryRun: rep.DryRun,
+	}
+	for i, h := range rep.Removed {
+		out.Removed[i] = h.String()
+	}
+	return out
 }

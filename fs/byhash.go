@@ -96,8 +96,10 @@ func (d *byHashDir) Mkdir(ctx context.Context, name string, mode uint32, out *fu
 func (d *byHashDir) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	return nil, d.fs.refuseChange()
 }
-func (d *byHashDir) Unlink(ctx context.Context, name string) syscall.Errno { return d.fs.refuseChange() }
-func (d *byHashDir) Rmdir(ctx context.Context, name string) syscall.Errno  { return d.fs.refuseChange() }
+func (d *byHashDir) Unlink(ctx context.Context, name string) syscall.Errno {
+	return d.fs.refuseChange()
+}
+func (d *byHashDir) Rmdir(ctx context.Context, name string) syscall.Errno { return d.fs.refuseChange() }
 func (d *byHashDir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	return d.fs.refuseChange()
 }

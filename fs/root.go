@@ -88,7 +88,7 @@ const (
 )
 
 func blobIno(h store.Hash) uint64 {
-	return (binary.BigEndian.Uint64(h[:8]) &^ (inoDerived | inoLabel) | inoDerived) &^ 1
+	return (binary.BigEndian.Uint64(h[:8])&^(inoDerived|inoLabel) | inoDerived) &^ 1
 }
 
 func nameIno(kind, name string) uint64 {
