@@ -98,7 +98,7 @@ func (d *actorsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		return nil, syscall.ENOENT
 	}
 	d.fs.dirAttr(&out.Attr, 0o555)
-	setTimeouts(out, labelTimeout)
+	setTimeouts(out, d.fs.labelTTL)
 	return d.NewInode(ctx, &actorDir{fs: d.fs, id: name}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: nameIno("actor", name)}), 0
 }
 
@@ -106,7 +106,7 @@ var _ = (fusefs.NodeGetattrer)((*actorsDir)(nil))
 
 func (d *actorsDir) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	d.fs.dirAttr(&out.Attr, 0o555)
-	out.SetTimeout(labelTimeout)
+	out.SetTimeout(d.fs.labelTTL)
 	return 0
 }
 
@@ -152,7 +152,7 @@ func (d *actorDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	if name == chainDirName {
 		if _, ok := files["chain-head"]; ok {
 			d.fs.dirAttr(&out.Attr, 0o555)
-			setTimeouts(out, labelTimeout)
+			setTimeouts(out, d.fs.labelTTL)
 			return d.NewInode(ctx, &chainDir{fs: d.fs, id: d.id}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: nameIno("chain", d.id)}), 0
 		}
 	}
@@ -166,7 +166,7 @@ func (d *actorDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	}
 	n := &labelNode{fs: d.fs, fixed: label, readOnly: true}
 	n.attrFrom(ctx, li, &out.Attr)
-	setTimeouts(out, labelTimeout)
+	setTimeouts(out, d.fs.labelTTL)
 	return d.NewInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: nameIno("label", label)}), 0
 }
 
@@ -174,7 +174,7 @@ var _ = (fusefs.NodeGetattrer)((*actorDir)(nil))
 
 func (d *actorDir) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	d.fs.dirAttr(&out.Attr, 0o555)
-	out.SetTimeout(labelTimeout)
+	out.SetTimeout(d.fs.labelTTL)
 	return 0
 }
 
@@ -257,6 +257,6 @@ var _ = (fusefs.NodeGetattrer)((*chainDir)(nil))
 
 func (d *chainDir) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	d.fs.dirAttr(&out.Attr, 0o555)
-	out.SetTimeout(labelTimeout)
+	out.SetTimeout(d.fs.labelTTL)
 	return 0
 }

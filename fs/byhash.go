@@ -34,8 +34,8 @@ func (f *fsys) blobInode(ctx context.Context, parent *fusefs.Inode, h store.Hash
 	if err != nil {
 		return nil, f.errno("lookup blob", err)
 	}
-	n := &blobNode{fs: f, hash: h, info: bi}
-	n.attr(&out.Attr)
+	f.blobAttr(&out.Attr, bi)
+	n := &blobNode{fs: f, hash: h}
 	setTimeouts(out, blobTimeout)
 	return parent.NewInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: blobIno(h)}), 0
 }
@@ -113,23 +113,29 @@ func (d *byHashDir) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.
 	return d.fs.refuseChange()
 }
 
-// blobNode is one blob, read-only. Its content never changes, so the
-// kernel keeps its pages across opens.
+// blobNode is one blob, read-only. Its content never changes once whole,
+// so the kernel keeps its pages across opens; the change feed tells the
+// kernel to forget them if Theater rewrites the file in place.
 type blobNode struct {
 	fusefs.Inode
 	fs   *fsys
 	hash store.Hash
-	info store.BlobInfo
 }
 
-func (n *blobNode) attr(a *fuse.Attr) {
-	n.fs.fileAttr(a, 0o444, n.info.Size, n.info.ModTime)
+func (f *fsys) blobAttr(a *fuse.Attr, bi store.BlobInfo) {
+	f.fileAttr(a, 0o444, bi.Size, bi.ModTime)
 }
 
 var _ = (fusefs.NodeGetattrer)((*blobNode)(nil))
 
+// Getattr asks the store each time; the kernel asks only when its
+// hour-long cache ran out or was invalidated.
 func (n *blobNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	n.attr(&out.Attr)
+	bi, err := n.fs.st.Stat(ctx, n.hash)
+	if err != nil {
+		return n.fs.errno("stat blob", err)
+	}
+	n.fs.blobAttr(&out.Attr, bi)
 	out.SetTimeout(blobTimeout)
 	return 0
 }

@@ -63,7 +63,7 @@ func (d *labelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	li, err := d.fs.st.StatLabel(ctx, full)
 	if errors.Is(err, store.ErrIsNamespace) {
 		d.fs.dirAttr(&out.Attr, 0o755)
-		setTimeouts(out, labelTimeout)
+		setTimeouts(out, d.fs.labelTTL)
 		return d.NewInode(ctx, &labelDir{fs: d.fs}, fusefs.StableAttr{Mode: syscall.S_IFDIR}), 0
 	}
 	if err != nil {
@@ -71,7 +71,7 @@ func (d *labelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	}
 	n := &labelNode{fs: d.fs}
 	n.attrFrom(ctx, li, &out.Attr)
-	setTimeouts(out, labelTimeout)
+	setTimeouts(out, d.fs.labelTTL)
 	return d.NewInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG}), 0
 }
 
@@ -100,7 +100,7 @@ var _ = (fusefs.NodeGetattrer)((*labelDir)(nil))
 
 func (d *labelDir) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	d.fs.dirAttr(&out.Attr, 0o755)
-	out.SetTimeout(labelTimeout)
+	out.SetTimeout(d.fs.labelTTL)
 	return 0
 }
 
@@ -141,7 +141,7 @@ func (d *labelDir) Create(ctx context.Context, name string, flags uint32, mode u
 		return nil, nil, 0, en
 	}
 	d.fs.fileAttr(&out.Attr, 0o644, 0, timeNow())
-	setTimeouts(out, labelTimeout)
+	setTimeouts(out, d.fs.labelTTL)
 	return ch, fh, 0, 0
 }
 
@@ -159,7 +159,7 @@ func (d *labelDir) Mkdir(ctx context.Context, name string, mode uint32, out *fus
 		return nil, d.fs.errno("mkdir", err)
 	}
 	d.fs.dirAttr(&out.Attr, 0o755)
-	setTimeouts(out, labelTimeout)
+	setTimeouts(out, d.fs.labelTTL)
 	return d.NewInode(ctx, &labelDir{fs: d.fs}, fusefs.StableAttr{Mode: syscall.S_IFDIR}), 0
 }
 

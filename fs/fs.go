@@ -39,6 +39,7 @@ type Store interface {
 	MakeNamespace(ctx context.Context, name string) error
 	RemoveNamespace(ctx context.Context, name string) error
 	WalkChain(ctx context.Context, head store.Hash, limit int) ([]store.ChainLink, error)
+	Watch() (*store.Watcher, error)
 }
 
 var _ Store = (*store.Store)(nil)
@@ -47,9 +48,11 @@ var _ Store = (*store.Store)(nil)
 const (
 	// Blobs never change: cache them long.
 	blobTimeout = time.Hour
-	// Labels change, also from other processes: keep the kernel's view
-	// short-lived.
-	labelTimeout = 500 * time.Millisecond
+	// Labels change, also from other processes. With the change feed
+	// invalidating the kernel's entries, its view may live a while;
+	// without it, it must be short-lived.
+	labelTimeout     = 500 * time.Millisecond
+	liveLabelTimeout = 10 * time.Second
 )
 
 // Options configure the file system.
@@ -66,11 +69,12 @@ type fsys struct {
 	readOnly bool
 	uid, gid uint32
 	log      *slog.Logger
+	labelTTL time.Duration // entry and attribute timeout of labels
 }
 
 // NewRoot returns the root node of the file system over st.
 func NewRoot(st Store, opts Options) fusefs.InodeEmbedder {
-	f := &fsys{st: st, readOnly: opts.ReadOnly, uid: opts.UID, gid: opts.GID, log: opts.Logger}
+	f := &fsys{st: st, readOnly: opts.ReadOnly, uid: opts.UID, gid: opts.GID, log: opts.Logger, labelTTL: labelTimeout}
 	if f.log == nil {
 		f.log = slog.Default()
 	}
@@ -120,5 +124,23 @@ func Mount(dir string, st Store, mo MountOptions) (*fuse.Server, error) {
 	if mo.ReadOnly {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
-	return fusefs.Mount(dir, NewRoot(st, mo.Options), opts)
+	// The change feed starts before the mount answers, so no change made
+	// after Mount returns can be missed.
+	w, err := st.Watch()
+	if err != nil {
+		return nil, err
+	}
+	root := NewRoot(st, mo.Options).(*rootNode)
+	root.fs.labelTTL = liveLabelTimeout
+	server, err := fusefs.Mount(dir, root, opts)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	go root.follow(w)
+	go func() {
+		server.Wait()
+		w.Close()
+	}()
+	return server, nil
 }

@@ -59,7 +59,7 @@ func (n *labelNode) attrFrom(ctx context.Context, li store.LabelInfo, a *fuse.At
 var _ = (fusefs.NodeGetattrer)((*labelNode)(nil))
 
 func (n *labelNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.SetTimeout(labelTimeout)
+	out.SetTimeout(n.fs.labelTTL)
 	if w := n.pendingWriter(fh); w != nil {
 		n.fs.fileAttr(&out.Attr, n.perm(), w.size(), timeNow())
 		return 0

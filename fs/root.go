@@ -16,6 +16,8 @@ import (
 type rootNode struct {
 	fusefs.Inode
 	fs *fsys
+
+	byHash, byLabel, actors *fusefs.Inode
 }
 
 // Fixed inode numbers of the top directories. Derived numbers (below) have
@@ -30,13 +32,14 @@ var _ = (fusefs.NodeOnAdder)((*rootNode)(nil))
 
 // OnAdd builds the fixed top level.
 func (r *rootNode) OnAdd(ctx context.Context) {
-	add := func(name string, node fusefs.InodeEmbedder, ino uint64) {
+	add := func(name string, node fusefs.InodeEmbedder, ino uint64) *fusefs.Inode {
 		ch := r.NewPersistentInode(ctx, node, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino})
 		r.AddChild(name, ch, false)
+		return ch
 	}
-	add("by-hash", &byHashDir{fs: r.fs}, inoByHash)
-	add("by-label", &labelDir{fs: r.fs}, inoByLabel)
-	add("actors", &actorsDir{fs: r.fs}, inoActors)
+	r.byHash = add("by-hash", &byHashDir{fs: r.fs}, inoByHash)
+	r.byLabel = add("by-label", &labelDir{fs: r.fs}, inoByLabel)
+	r.actors = add("actors", &actorsDir{fs: r.fs}, inoActors)
 }
 
 var _ = (fusefs.NodeGetattrer)((*rootNode)(nil))
