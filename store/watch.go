@@ -269,4 +269,3 @@ func (w *Watcher) Close() error {
 
 // Done is closed when the feed has stopped.
 func (w *Watcher) Done() <-chan struct{} { return w.done }
-
