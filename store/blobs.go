@@ -36,8 +36,12 @@ func blobInfo(fi os.FileInfo) BlobInfo {
 // anything but a regular file.
 func (s *Store) openBlob(h Hash) (*os.File, os.FileInfo, error) {
 	f, err := s.data.OpenFile(h.String(), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err == nil && isSymlink(s.data, h.String()) {
+		f.Close()
+		err = syscall.ELOOP
+	}
 	if err != nil {
-		if errors.Is(err, syscall.ELOOP) {
+		if errors.Is(err, syscall.ELOOP) || isSymlink(s.data, h.String()) {
 			s.log.Warn("refusing blob that is a symlink", "hash", h.String())
 			return nil, nil, blobErr(h, fmt.Errorf("%w: data file is a symlink", ErrCorrupt))
 		}
@@ -52,6 +56,15 @@ func (s *Store) openBlob(h Hash) (*os.File, os.FileInfo, error) {
 		return nil, nil, blobErr(h, err)
 	}
 	return f, fi, nil
+}
+
+// isSymlink reports whether name in r is a symlink. os.Root ignores
+// O_NOFOLLOW: it follows a symlink that stays inside the root, and refuses
+// one that leaves it with a "path escapes" error rather than ELOOP. So the
+// store asks Lstat.
+func isSymlink(r *os.Root, name string) bool {
+	fi, err := r.Lstat(name)
+	return err == nil && fi.Mode()&os.ModeSymlink != 0
 }
 
 // Open returns the blob's file, open read-only, after making sure its

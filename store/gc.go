@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"strings"
@@ -36,6 +37,9 @@ type GCReport struct {
 // chain (parent_hash from each <actor-id>:chain-head), unless they are
 // younger than the grace period. With DryRun it only reports them.
 func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
+	if s.opts.ReadOnly && !opts.DryRun {
+		return nil, &Error{Op: "gc", Err: errReadOnly}
+	}
 	grace := opts.Grace
 	if grace == 0 {
 		grace = DefaultGrace
@@ -93,11 +97,15 @@ func (s *Store) reachable(ctx context.Context) (map[Hash]bool, error) {
 		return nil, err
 	}
 	reach := map[Hash]bool{}
+	walked := map[Hash]bool{} // events whose ancestors are marked
 	for _, name := range labels {
 		refs, err := s.GetByLabel(ctx, name)
+		if errors.Is(err, ErrNotFound) {
+			continue // removed since listed
+		}
 		if err != nil {
-			s.log.Warn("gc: skipping unreadable label", "label", name, "err", err)
-			continue
+			// Its refs are unknown, so any blob might be reachable.
+			return nil, &Error{Op: "gc", Name: name, Err: fmt.Errorf("cannot read label, collecting nothing: %w", err)}
 		}
 		for _, h := range refs {
 			reach[h] = true
@@ -106,7 +114,11 @@ func (s *Store) reachable(ctx context.Context) (map[Hash]bool, error) {
 		if !ok || len(refs) == 0 {
 			continue
 		}
-		for h := refs[len(refs)-1]; ; {
+		// A marked event is not proof that its ancestors are: a label
+		// may name an event in the middle of a chain. Stop only at an
+		// event already walked (which also ends a cycle).
+		for h := refs[len(refs)-1]; !walked[h]; {
+			walked[h] = true
 			b, err := s.Get(ctx, h)
 			if err != nil {
 				if !errors.Is(err, ErrNotFound) {
@@ -117,9 +129,6 @@ func (s *Store) reachable(ctx context.Context) (map[Hash]bool, error) {
 			ev, err := ParseChainEvent(b)
 			if err != nil || ev.Parent == nil {
 				break
-			}
-			if reach[*ev.Parent] {
-				break // the rest is marked already (or it is a cycle)
 			}
 			h = *ev.Parent
 			reach[h] = true

@@ -23,9 +23,13 @@ func (s *Store) readLabel(name string) (refs []Hash, bad int, err error) {
 		return nil, 0, err
 	}
 	f, err := s.labels.OpenFile(name, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err == nil && isSymlink(s.labels, name) {
+		f.Close()
+		err = syscall.ELOOP
+	}
 	if err != nil {
 		switch {
-		case errors.Is(err, syscall.ELOOP):
+		case errors.Is(err, syscall.ELOOP) || isSymlink(s.labels, name):
 			s.log.Warn("skipping label that is a symlink", "label", name)
 			return nil, 0, labelErr(name, fmt.Errorf("%w: label file is a symlink", ErrCorrupt))
 		case errors.Is(err, syscall.ENOTDIR):
@@ -207,14 +211,26 @@ func (s *Store) RenameLabel(ctx context.Context, from, to string) error {
 		if err != nil {
 			return labelErr(from, notFound(err))
 		}
-		if dst, err := s.labels.Lstat(to); err == nil && dst.IsDir() != src.IsDir() {
-			if dst.IsDir() {
+		dst, err := s.labels.Lstat(to)
+		dstIsDir := err == nil && dst.IsDir()
+		if err == nil && dstIsDir != src.IsDir() {
+			if dstIsDir {
 				return labelErr(to, ErrIsNamespace)
 			}
 			return labelErr(to, ErrNotNamespace)
 		}
 		if src.IsDir() && strings.HasPrefix(to+"/", from+"/") {
 			return labelErr(to, fmt.Errorf("%w: cannot move a namespace into itself", ErrInvalidLabel))
+		}
+		if dstIsDir {
+			// rename(2) replaces an empty directory, but os.Root.Rename
+			// refuses any existing one: remove it first if it is empty.
+			if err := s.labels.Remove(to); err != nil {
+				if errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) {
+					return labelErr(to, ErrNotEmpty)
+				}
+				return labelErr(to, err)
+			}
 		}
 		if dir := path.Dir(to); dir != "." {
 			if err := s.labels.MkdirAll(dir, 0o755); err != nil {

@@ -39,6 +39,11 @@ func (s *Store) NewSpool() (*Spool, error) {
 	}
 	name, f, err := s.createTemp(spoolPrefix)
 	if err != nil {
+		select {
+		case <-s.quit: // the store's directories are closed, or closing
+			return nil, &Error{Op: "store", Err: ErrClosed}
+		default:
+		}
 		return nil, &Error{Op: "store", Name: "tmp/", Err: err}
 	}
 	return &Spool{s: s, f: f, name: name, h: NewHasher()}, nil
@@ -190,8 +195,18 @@ func (sp *Spool) Commit(ctx context.Context, label string, mode LabelMode) (Hash
 		return sum, err
 	}
 	// Wait for the owner even if ctx ends: the rename may be under way,
-	// and the spool file must stay locked until it is done.
-	r := <-c.reply
+	// and the spool file must stay locked until it is done. If the owner
+	// has exited (Close) without taking the commit, it never will.
+	var r commitResult
+	select {
+	case r = <-c.reply:
+	case <-sp.s.done:
+		select {
+		case r = <-c.reply:
+		default:
+			r.err = ErrClosed
+		}
+	}
 	return sum, r.err
 }
 

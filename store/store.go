@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -65,6 +66,9 @@ type Store struct {
 	reqs chan request
 	quit chan struct{} // closed by Close
 	done chan struct{} // closed when the owner has exited
+
+	closeOnce sync.Once // Close may be called from several goroutines at once
+	closeErr  error
 
 	verdicts *verdictCache
 }
@@ -157,17 +161,15 @@ func (s *Store) clearLeftovers() {
 // releases the store's directories. Operations after Close fail with
 // ErrClosed.
 func (s *Store) Close() error {
-	select {
-	case <-s.quit:
-		return nil
-	default:
-	}
-	close(s.quit)
-	<-s.done
-	s.verdicts.close()
-	s.labels.Close()
-	s.data.Close()
-	return s.root.Close()
+	s.closeOnce.Do(func() {
+		close(s.quit)
+		<-s.done
+		s.verdicts.close()
+		s.labels.Close()
+		s.data.Close()
+		s.closeErr = s.root.Close()
+	})
+	return s.closeErr
 }
 
 // request is one message to the owner goroutine. run executes on the owner;
@@ -199,6 +201,15 @@ func call[T any](ctx context.Context, s *Store, fn func() (T, error)) (T, error)
 		return r.v, r.err
 	case <-ctx.Done():
 		return zero, ctx.Err()
+	case <-s.done:
+		// The owner has exited. A request that raced with Close may sit in
+		// the channel unserved; drain answered the rest before done closed.
+		select {
+		case r := <-reply:
+			return r.v, r.err
+		default:
+			return zero, ErrClosed
+		}
 	}
 }
 
@@ -207,6 +218,12 @@ func (s *Store) send(ctx context.Context, req request) error {
 	case <-s.quit:
 		return ErrClosed
 	default:
+	}
+	// A select with several ready cases picks one at random: without this
+	// check a cancelled request would be enqueued half the time, and a
+	// commit (which the owner runs whatever its context) would succeed.
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	select {
 	case s.reqs <- req:

@@ -134,6 +134,9 @@ func (vc *verdictCache) forget(h Hash) {
 func (vc *verdictCache) close() {
 	vc.mu.Lock()
 	defer vc.mu.Unlock()
+	// A reader that got its file just before Close may still record a
+	// verdict: keep it in memory only, rather than reopen (and leak) the log.
+	vc.readOnly = true
 	if vc.out != nil {
 		vc.out.Close()
 		vc.out = nil
