@@ -108,12 +108,20 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	}
 }
 
+// logLevel is what the logs show: a command reports its own failure in
+// one line, so its logs stay quiet unless asked (--verbose); a mount
+// serving in the foreground shows warnings (serve raises it).
+var logLevel = new(slog.LevelVar)
+
+// quiet is above every level the program logs at.
+const quiet = slog.LevelError + 4
+
 func setupLogging(c *cli.Context, stderr io.Writer) error {
-	level := slog.LevelWarn
+	logLevel.Set(quiet)
 	if c.Bool("verbose") {
-		level = slog.LevelInfo
+		logLevel.Set(slog.LevelInfo)
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: logLevel}
 	var h slog.Handler
 	switch c.String("log-format") {
 	case "text":

@@ -154,6 +154,9 @@ func globalFlags(c *cli.Context) []string {
 
 // serve mounts and serves until unmounted or signalled.
 func serve(c *cli.Context, mnt, dir string) (err error) {
+	if logLevel.Level() > slog.LevelWarn {
+		logLevel.Set(slog.LevelWarn)
+	}
 	var ready *os.File
 	if os.Getenv(envReady) != "" {
 		ready = os.NewFile(readyFd, "ready")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -14,8 +15,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 // BlobInfo is what a file system needs to show a blob.
 type BlobInfo struct {
@@ -33,20 +32,20 @@ func blobInfo(fi os.FileInfo) BlobInfo {
 }
 
 // openBlob opens data/<h> read-only on the owner, refusing a symlink or
-// anything but a regular file.
+// anything but a regular file. It opens relative to the data/ descriptor
+// with O_NOFOLLOW: a blob name is 40 hex characters, so nothing can
+// traverse, and a symlink fails with ELOOP rather than being followed.
 func (s *Store) openBlob(h Hash) (*os.File, os.FileInfo, error) {
-	f, err := s.data.OpenFile(h.String(), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
-	if err == nil && isSymlink(s.data, h.String()) {
-		f.Close()
-		err = syscall.ELOOP
-	}
+	name := h.String()
+	fd, err := unix.Openat(int(s.dataDir.Fd()), name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		if errors.Is(err, syscall.ELOOP) || isSymlink(s.data, h.String()) {
-			s.log.Warn("refusing blob that is a symlink", "hash", h.String())
+		if errors.Is(err, syscall.ELOOP) {
+			s.log.Warn("refusing blob that is a symlink", "hash", name)
 			return nil, nil, blobErr(h, fmt.Errorf("%w: data file is a symlink", ErrCorrupt))
 		}
 		return nil, nil, blobErr(h, notFound(err))
 	}
+	f := os.NewFile(uintptr(fd), filepath.Join(s.dir, DataDir, name))
 	fi, err := f.Stat()
 	if err == nil && !fi.Mode().IsRegular() {
 		err = fmt.Errorf("%w: data file is not a regular file", ErrCorrupt)
@@ -140,8 +139,7 @@ func (s *Store) Get(ctx context.Context, h Hash) ([]byte, error) {
 // Store saves content and returns its hash. Existing content is not
 // rewritten.
 func (s *Store) Store(ctx context.Context, content []byte) (Hash, error) {
-	h, _, err := s.Put(ctx, bytesReader(content))
-	return h, err
+	return s.putBytes(ctx, content, "", LabelNone)
 }
 
 // Exists reports whether the blob is in the store.

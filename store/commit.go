@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"strings"
 	"time"
 )
 
@@ -41,13 +42,13 @@ func (s *Store) commitBatch(batch []*commit) {
 		c.err = s.placeBlob(c)
 		anyRenamed = anyRenamed || c.renamed
 		if s.opts.NoGroupCommit && c.renamed {
-			if err := syncDir(s.data); err != nil {
+			if err := s.dataDir.Sync(); err != nil {
 				c.err = blobErr(c.sum, err)
 			}
 		}
 	}
 	if anyRenamed && !s.opts.NoGroupCommit {
-		if err := syncDir(s.data); err != nil {
+		if err := s.dataDir.Sync(); err != nil {
 			for _, c := range batch {
 				if c.renamed {
 					c.err = blobErr(c.sum, fmt.Errorf("syncing data/: %w", err))
@@ -97,6 +98,7 @@ func (s *Store) placeBlob(c *commit) error {
 		if err := s.data.Chtimes(name, now, now); err != nil {
 			s.log.Warn("cannot refresh mtime of existing blob", "hash", name, "err", err)
 		}
+		s.root.Remove(TmpDir + "/" + c.tmp)
 		return nil
 	case !errors.Is(err, fs.ErrNotExist):
 		return blobErr(c.sum, err)
@@ -106,16 +108,6 @@ func (s *Store) placeBlob(c *commit) error {
 	}
 	c.renamed = true
 	return nil
-}
-
-// syncDir fsyncs a directory so the renames in it are durable.
-func syncDir(r *os.Root) error {
-	d, err := r.Open(".")
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // labelWriter writes label files atomically and syncs each touched
@@ -137,11 +129,8 @@ func (lw *labelWriter) write(name string, refs []Hash) error {
 		return err
 	}
 	dir := path.Dir(name)
-	if dir != "." {
-		if err := s.labels.MkdirAll(dir, 0o755); err != nil {
-			return labelErr(name, err)
-		}
-		lw.dirs[path.Dir(dir)] = true // the new directories' own entries
+	if err := lw.mkdirAll(dir); err != nil {
+		return labelErr(name, err)
 	}
 	tmp, f, err := s.createTemp(labelPrefix)
 	if err != nil {
@@ -160,6 +149,30 @@ func (lw *labelWriter) write(name string, refs []Hash) error {
 		return labelErr(name, err)
 	}
 	lw.dirs[dir] = true
+	return nil
+}
+
+// mkdirAll makes a namespace and its missing parents under labels/, and
+// notes the directory holding each new one, so finish makes every new
+// directory's entry durable, not just the last.
+func (lw *labelWriter) mkdirAll(dir string) error {
+	if dir == "." || dir == "" {
+		return nil
+	}
+	comps := strings.Split(dir, "/")
+	for i := range comps {
+		p := strings.Join(comps[:i+1], "/")
+		if _, err := lw.s.labels.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err := lw.s.labels.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		for j := i; j < len(comps); j++ {
+			lw.dirs[path.Dir(strings.Join(comps[:j+1], "/"))] = true
+		}
+		return nil
+	}
 	return nil
 }
 

@@ -185,15 +185,13 @@ func (s *Store) RemoveFromLabel(ctx context.Context, name string, h Hash) error 
 
 // PutAtLabel stores content and appends its ref to a label.
 func (s *Store) PutAtLabel(ctx context.Context, name string, content []byte) (Hash, error) {
-	h, _, err := s.PutLabeled(ctx, bytesReader(content), name, LabelAppend)
-	return h, err
+	return s.putBytes(ctx, content, name, LabelAppend)
 }
 
 // ReplaceContentAtLabel stores content and makes the label hold exactly its
 // ref.
 func (s *Store) ReplaceContentAtLabel(ctx context.Context, name string, content []byte) (Hash, error) {
-	h, _, err := s.PutLabeled(ctx, bytesReader(content), name, LabelReplace)
-	return h, err
+	return s.putBytes(ctx, content, name, LabelReplace)
 }
 
 // RenameLabel moves a label (or a namespace) to a new name, atomically,
@@ -232,11 +230,8 @@ func (s *Store) RenameLabel(ctx context.Context, from, to string) error {
 				return labelErr(to, err)
 			}
 		}
-		if dir := path.Dir(to); dir != "." {
-			if err := s.labels.MkdirAll(dir, 0o755); err != nil {
-				return labelErr(to, err)
-			}
-			lw.dirs[path.Dir(dir)] = true
+		if err := lw.mkdirAll(path.Dir(to)); err != nil {
+			return labelErr(to, err)
 		}
 		if err := s.labels.Rename(from, to); err != nil {
 			if errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) {
@@ -262,10 +257,9 @@ func (s *Store) MakeNamespace(ctx context.Context, name string) error {
 			}
 			return labelErr(name, fmt.Errorf("label %w", ErrExists))
 		}
-		if err := s.labels.MkdirAll(name, 0o755); err != nil {
+		if err := lw.mkdirAll(name); err != nil {
 			return labelErr(name, err)
 		}
-		lw.dirs[path.Dir(name)] = true
 		return nil
 	})
 }

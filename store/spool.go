@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -96,9 +97,15 @@ func (sp *Spool) WriteAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
+// copyBufs recycles ReadFrom's buffers: a small Put must not cost a
+// megabyte of garbage.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
 // ReadFrom appends everything r yields, hashing it on the way.
 func (sp *Spool) ReadFrom(r io.Reader) (int64, error) {
-	buf := make([]byte, 1<<20)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	var total int64
 	for {
 		n, err := r.Read(buf)
@@ -207,6 +214,12 @@ func (sp *Spool) Commit(ctx context.Context, label string, mode LabelMode) (Hash
 			r.err = ErrClosed
 		}
 	}
+	if r.err == nil {
+		// The spool is in data/ now (or was removed as a duplicate):
+		// nothing is left to unlink.
+		sp.done = true
+		sp.f.Close()
+	}
 	return sum, r.err
 }
 
@@ -238,4 +251,17 @@ func (s *Store) PutLabeled(ctx context.Context, r io.Reader, label string, mode 
 	}
 	h, err := sp.Commit(ctx, label, mode)
 	return h, n, err
+}
+
+// putBytes stores content already in memory, and updates label as mode says.
+func (s *Store) putBytes(ctx context.Context, content []byte, label string, mode LabelMode) (Hash, error) {
+	sp, err := s.NewSpool()
+	if err != nil {
+		return Hash{}, err
+	}
+	defer sp.Discard()
+	if _, err := sp.Write(content); err != nil {
+		return Hash{}, &Error{Op: "store", Err: err}
+	}
+	return sp.Commit(ctx, label, mode)
 }

@@ -56,12 +56,13 @@ type Options struct {
 
 // Store is an open content store. All methods are safe for concurrent use.
 type Store struct {
-	dir    string
-	root   *os.Root // the store directory: every open goes through it
-	data   *os.Root // data/
-	labels *os.Root // labels/
-	opts   Options
-	log    *slog.Logger
+	dir     string
+	root    *os.Root // the store directory: every open goes through it
+	data    *os.Root // data/
+	dataDir *os.File // data/ itself, for openat and fsync
+	labels  *os.Root // labels/
+	opts    Options
+	log     *slog.Logger
 
 	reqs chan request
 	quit chan struct{} // closed by Close
@@ -81,7 +82,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, &Error{Op: "open store", Name: dir, Err: err}
 	}
 	if !opts.ReadOnly {
-		for _, d := range []string{"", DataDir, LabelsDir, TmpDir} {
+		if err := os.MkdirAll(abs, 0o755); err != nil {
+			return nil, &Error{Op: "open store", Name: abs, Err: err}
+		}
+		for _, d := range []string{DataDir, LabelsDir, TmpDir} {
 			if err := os.Mkdir(filepath.Join(abs, d), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 				return nil, &Error{Op: "open store", Name: abs, Err: err}
 			}
@@ -99,7 +103,13 @@ func Open(dir string, opts Options) (*Store, error) {
 		root.Close()
 		return nil, &Error{Op: "open store", Name: filepath.Join(abs, DataDir), Err: err}
 	}
+	if s.dataDir, err = s.data.Open("."); err != nil {
+		s.data.Close()
+		root.Close()
+		return nil, &Error{Op: "open store", Name: filepath.Join(abs, DataDir), Err: err}
+	}
 	if s.labels, err = openSubRoot(root, LabelsDir); err != nil {
+		s.dataDir.Close()
 		s.data.Close()
 		root.Close()
 		return nil, &Error{Op: "open store", Name: filepath.Join(abs, LabelsDir), Err: err}
@@ -166,6 +176,7 @@ func (s *Store) Close() error {
 		<-s.done
 		s.verdicts.close()
 		s.labels.Close()
+		s.dataDir.Close()
 		s.data.Close()
 		s.closeErr = s.root.Close()
 	})

@@ -1,0 +1,88 @@
+# theater-storefs: build, test, benchmark, fuzz and demo.
+#
+#   make            build the binary ./theater-storefs
+#   make test       go vet, then every test with the race detector
+#   make bench      the store benchmarks, and the group commit figure
+#   make fuzz       each fuzz target of store/ for $(FUZZ_TIME)
+#   make demo       a walk through the CLI on a scratch store
+#   make clean      remove what the targets above leave behind
+#
+# Each target is self-contained; add new ones below and to .PHONY.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+GO     ?= go
+BINARY := theater-storefs
+
+# Benchmarks: override on the command line, e.g. make bench BENCH_TIME=3s.
+BENCH       ?= .
+BENCH_PKGS  ?= ./store/
+BENCH_TIME  ?= 1s
+BENCH_COUNT ?= 5
+# Where the benchmark stores go: a real disk, never tmpfs (fsync would be
+# free). make bench makes a fresh directory inside and removes only that.
+BENCH_DIR   ?= $(CURDIR)/bench/out
+BENCH_OUT   := bench/out/bench.txt
+
+FUZZ_PKGS ?= ./store/
+FUZZ_TIME ?= 20s
+
+DEMO_STORE := .theater/demo-store
+
+.PHONY: build test bench fuzz demo clean
+
+build:
+	$(GO) build -o $(BINARY) .
+
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 9m ./...
+
+# The stores stay in place until every benchmark has run (BENCH_KEEP=1):
+# deleting them between runs would slow the file creates of the next run on
+# some file systems (see store/bench_test.go).
+bench:
+	@mkdir -p '$(BENCH_DIR)' bench/out
+	@dir=$$(mktemp -d '$(BENCH_DIR)/stores.XXXXXX'); status=0; \
+	echo "$(GO) test -run '^\$$' -bench '$(BENCH)' -benchtime $(BENCH_TIME) -count $(BENCH_COUNT) $(BENCH_PKGS)  (stores in $$dir)"; \
+	BENCH_DIR="$$dir" BENCH_KEEP=1 $(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCH_TIME) \
+		-count $(BENCH_COUNT) -timeout 60m $(BENCH_PKGS) | tee $(BENCH_OUT) || status=$$?; \
+	rm -rf "$$dir"; \
+	exit $$status
+	@echo
+	@$(GO) run ./bench/benchsummary < $(BENCH_OUT)
+
+fuzz:
+	@for pkg in $(FUZZ_PKGS); do \
+		list=$$($(GO) test -list '^Fuzz' $$pkg) || { echo "fuzz: cannot list the fuzz targets of $$pkg" >&2; exit 1; }; \
+		targets=$$(grep '^Fuzz' <<<"$$list" || true); \
+		if [ -z "$$targets" ]; then echo "fuzz: no fuzz targets in $$pkg"; continue; fi; \
+		for target in $$targets; do \
+			echo "$(GO) test -run '^\$$' -fuzz '^$$target\$$' -fuzztime $(FUZZ_TIME) $$pkg"; \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZ_TIME) $$pkg; \
+		done; \
+	done
+
+# Every command is printed before it runs, as a reader would type it.
+demo: build
+	@rm -rf $(DEMO_STORE)
+	@mkdir -p $(dir $(DEMO_STORE))
+	@demo() { echo "\$$ $$1"; eval "$$1"; echo; }; \
+	export THEATER_STORE=$(DEMO_STORE); \
+	echo "# a fresh store in $(DEMO_STORE), named by THEATER_STORE"; echo; \
+	demo 'echo "hello from the demo" | ./$(BINARY) put --label demo/greeting'; \
+	demo './$(BINARY) put --label demo/files Makefile'; \
+	demo './$(BINARY) put --label demo/files go.mod'; \
+	demo './$(BINARY) labels'; \
+	demo './$(BINARY) refs demo/files'; \
+	demo './$(BINARY) get store:demo/greeting'; \
+	demo './$(BINARY) ls'; \
+	demo './$(BINARY) du'; \
+	demo './$(BINARY) fsck'; \
+	demo './$(BINARY) get store:demo/files || echo "(exit $$?: demo/files holds two refs)"'
+
+clean:
+	rm -f $(BINARY)
+	rm -rf bench/out $(DEMO_STORE)
