@@ -149,6 +149,10 @@ func (sp *Spool) Size() int64 { return sp.size }
 // or copy). Writes must go through the Spool.
 func (sp *Spool) File() *os.File { return sp.f }
 
+// selfSyncSize is the spool size from which the writer fsyncs its own
+// spool rather than leave it to the owner's batch sync.
+const selfSyncSize = 1 << 20
+
 // LabelMode says what Commit does to a label after storing the content.
 type LabelMode int
 
@@ -185,16 +189,18 @@ func (sp *Spool) Commit(ctx context.Context, label string, mode LabelMode) (Hash
 	if err != nil {
 		return sum, &Error{Op: "store", Name: sum.String(), Err: err}
 	}
-	if !sp.s.opts.NoGroupCommit {
-		// Make the bytes durable here, in parallel with other writers;
-		// the owner then only renames and syncs the directory once for
-		// every commit that arrived together.
+	// A large spool is made durable here, in parallel with other writers,
+	// so the owner's batch never waits for its bytes. Small ones are left
+	// to the owner, which syncs a whole batch of them at once.
+	synced := false
+	if !sp.s.opts.NoGroupCommit && sp.size >= selfSyncSize {
 		if err := sp.f.Sync(); err != nil {
 			return sum, &Error{Op: "store", Name: sum.String(), Err: err}
 		}
+		synced = true
 	}
 	c := &commit{
-		tmp: sp.name, f: sp.f, sum: sum, size: sp.size,
+		tmp: sp.name, f: sp.f, sum: sum, size: sp.size, synced: synced,
 		label: label, mode: mode,
 		reply: make(chan commitResult, 1),
 	}
