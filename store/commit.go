@@ -23,7 +23,7 @@ type commit struct {
 	mode  LabelMode
 	reply chan commitResult
 
-	synced  bool // the spool's content is durable already
+	synced bool // the spool's content is durable already
 
 	err     error
 	renamed bool
