@@ -58,8 +58,7 @@ func (f *fsys) topLabels(ctx context.Context) ([]string, error) {
 
 // actorsDir is actors/: one directory per actor id found in the labels.
 type actorsDir struct {
-	fusefs.Inode
-	fs *fsys
+	fixedDir
 }
 
 var _ = (fusefs.NodeReaddirer)((*actorsDir)(nil))
@@ -99,7 +98,7 @@ func (d *actorsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	}
 	d.fs.dirAttr(&out.Attr, 0o555)
 	setTimeouts(out, d.fs.labelTTL)
-	return d.NewInode(ctx, &actorDir{fs: d.fs, id: name}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: nameIno("actor", name)}), 0
+	return d.NewInode(ctx, &actorDir{fixedDir: fixedDir{fs: d.fs}, id: name}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: nameIno("actor", name)}), 0
 }
 
 var _ = (fusefs.NodeGetattrer)((*actorsDir)(nil))
@@ -113,8 +112,7 @@ func (d *actorsDir) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse
 // actorDir is actors/<id>/: chain-head, chain/, and the actor's other
 // labels, all read-only.
 type actorDir struct {
-	fusefs.Inode
-	fs *fsys
+	fixedDir
 	id string
 }
 
@@ -153,7 +151,7 @@ func (d *actorDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 		if _, ok := files["chain-head"]; ok {
 			d.fs.dirAttr(&out.Attr, 0o555)
 			setTimeouts(out, d.fs.labelTTL)
-			return d.NewInode(ctx, &chainDir{fs: d.fs, id: d.id}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: nameIno("chain", d.id)}), 0
+			return d.NewInode(ctx, &chainDir{fixedDir: fixedDir{fs: d.fs}, id: d.id}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: nameIno("chain", d.id)}), 0
 		}
 	}
 	label, ok := files[name]
@@ -181,8 +179,7 @@ func (d *actorDir) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.
 // chainDir is actors/<id>/chain/: every event from the root to the head,
 // as <seq>-<hash>.
 type chainDir struct {
-	fusefs.Inode
-	fs *fsys
+	fixedDir
 	id string
 
 	mu     sync.Mutex

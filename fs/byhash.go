@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"os"
+	"sync"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -12,8 +13,7 @@ import (
 
 // byHashDir is by-hash/: every blob, by its hash. Nothing in it changes.
 type byHashDir struct {
-	fusefs.Inode
-	fs *fsys
+	fixedDir
 }
 
 var _ = (fusefs.NodeLookuper)((*byHashDir)(nil))
@@ -74,45 +74,6 @@ func (d *byHashDir) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse
 	return 0
 }
 
-// Every change in by-hash/ is refused.
-var (
-	_ = (fusefs.NodeCreater)((*byHashDir)(nil))
-	_ = (fusefs.NodeMkdirer)((*byHashDir)(nil))
-	_ = (fusefs.NodeMknoder)((*byHashDir)(nil))
-	_ = (fusefs.NodeUnlinker)((*byHashDir)(nil))
-	_ = (fusefs.NodeRmdirer)((*byHashDir)(nil))
-	_ = (fusefs.NodeRenamer)((*byHashDir)(nil))
-	_ = (fusefs.NodeLinker)((*byHashDir)(nil))
-	_ = (fusefs.NodeSymlinker)((*byHashDir)(nil))
-	_ = (fusefs.NodeSetattrer)((*byHashDir)(nil))
-)
-
-func (d *byHashDir) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
-	return nil, nil, 0, d.fs.refuseChange()
-}
-func (d *byHashDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	return nil, d.fs.refuseChange()
-}
-func (d *byHashDir) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	return nil, d.fs.refuseChange()
-}
-func (d *byHashDir) Unlink(ctx context.Context, name string) syscall.Errno {
-	return d.fs.refuseChange()
-}
-func (d *byHashDir) Rmdir(ctx context.Context, name string) syscall.Errno { return d.fs.refuseChange() }
-func (d *byHashDir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
-	return d.fs.refuseChange()
-}
-func (d *byHashDir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	return nil, d.fs.refuseChange()
-}
-func (d *byHashDir) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	return nil, d.fs.refuseChange()
-}
-func (d *byHashDir) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	return d.fs.refuseChange()
-}
-
 // blobNode is one blob, read-only. Its content never changes once whole,
 // so the kernel keeps its pages across opens; the change feed tells the
 // kernel to forget them if Theater rewrites the file in place.
@@ -152,7 +113,9 @@ func (n *blobNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 	if err != nil {
 		return nil, 0, n.fs.errno("open blob", err)
 	}
-	return &blobHandle{f: f}, fuse.FOPEN_KEEP_CACHE, 0
+	bh := &blobHandle{fs: n.fs, f: f}
+	n.fs.opened(bh)
+	return bh, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 var _ = (fusefs.NodeSetattrer)((*blobNode)(nil))
@@ -189,7 +152,9 @@ func (n *blobNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 
 // blobHandle is an open, verified blob.
 type blobHandle struct {
-	f *os.File
+	fs   *fsys
+	f    *os.File
+	once sync.Once
 }
 
 var (
@@ -207,6 +172,9 @@ func (h *blobHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 func (h *blobHandle) PassthroughFd() (int, bool) { return int(h.f.Fd()), true }
 
 func (h *blobHandle) Release(ctx context.Context) syscall.Errno {
-	h.f.Close()
+	h.once.Do(func() {
+		h.fs.released(h)
+		h.f.Close()
+	})
 	return 0
 }

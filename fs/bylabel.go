@@ -47,6 +47,9 @@ func (d *labelDir) child(name string) (string, syscall.Errno) {
 		return "", syscall.ENOENT
 	}
 	full := joinLabel(ns, name)
+	if len(name) > store.MaxComponentLen || len(full) > store.MaxLabelLen {
+		return "", syscall.ENAMETOOLONG
+	}
 	if err := store.ValidateLabel(full); err != nil {
 		return "", syscall.EINVAL
 	}
@@ -68,6 +71,21 @@ func (d *labelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	}
 	if err != nil {
 		return nil, d.fs.errno("lookup label", err)
+	}
+	// Reuse the node already in the tree: a fresh one would leave the old
+	// node (still held by open files) believing, through go-fuse's
+	// parent records, that it is this label, and its writers would
+	// commit to a name that was since removed or renamed.
+	if ch := d.GetChild(name); ch != nil {
+		if n, ok := ch.Operations().(*labelNode); ok {
+			if w := n.pendingWriter(nil); w != nil {
+				d.fs.fileAttr(&out.Attr, n.perm(), w.size(), timeNow())
+			} else {
+				n.attrFrom(ctx, li, &out.Attr)
+			}
+			setTimeouts(out, d.fs.labelTTL)
+			return ch, 0
+		}
 	}
 	n := &labelNode{fs: d.fs}
 	n.attrFrom(ctx, li, &out.Attr)
@@ -140,9 +158,10 @@ func (d *labelDir) Create(ctx context.Context, name string, flags uint32, mode u
 	if en != 0 {
 		return nil, nil, 0, en
 	}
+	fh.append = flags&syscall.O_APPEND != 0
 	d.fs.fileAttr(&out.Attr, 0o644, 0, timeNow())
 	setTimeouts(out, d.fs.labelTTL)
-	return ch, fh, 0, 0
+	return ch, fh, fuse.FOPEN_DIRECT_IO, 0
 }
 
 var _ = (fusefs.NodeMkdirer)((*labelDir)(nil))

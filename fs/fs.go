@@ -18,6 +18,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -70,15 +71,31 @@ type fsys struct {
 	uid, gid uint32
 	log      *slog.Logger
 	labelTTL time.Duration // entry and attribute timeout of labels
+	started  time.Time     // the directories' times
+
+	// open holds every file handle not released yet: go-fuse sends no
+	// Release for files still open when the mount goes away.
+	open sync.Map // fusefs.FileReleaser -> struct{}
+}
+
+func (f *fsys) opened(h fusefs.FileReleaser)   { f.open.Store(h, struct{}{}) }
+func (f *fsys) released(h fusefs.FileReleaser) { f.open.Delete(h) }
+
+// releaseAll releases the handles the kernel never released.
+func (f *fsys) releaseAll() {
+	f.open.Range(func(k, _ any) bool {
+		k.(fusefs.FileReleaser).Release(context.Background())
+		return true
+	})
 }
 
 // NewRoot returns the root node of the file system over st.
 func NewRoot(st Store, opts Options) fusefs.InodeEmbedder {
-	f := &fsys{st: st, readOnly: opts.ReadOnly, uid: opts.UID, gid: opts.GID, log: opts.Logger, labelTTL: labelTimeout}
+	f := &fsys{st: st, readOnly: opts.ReadOnly, uid: opts.UID, gid: opts.GID, log: opts.Logger, labelTTL: labelTimeout, started: time.Now()}
 	if f.log == nil {
 		f.log = slog.Default()
 	}
-	return &rootNode{fs: f}
+	return &rootNode{fixedDir: fixedDir{fs: f}}
 }
 
 // MountOptions holds what a mount asks of the kernel beyond the tree.
@@ -141,6 +158,7 @@ func Mount(dir string, st Store, mo MountOptions) (*fuse.Server, error) {
 	go func() {
 		server.Wait()
 		w.Close()
+		root.fs.releaseAll()
 	}()
 	return server, nil
 }

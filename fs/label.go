@@ -127,16 +127,22 @@ func (n *labelNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 		base = f
 	}
 	if !writing {
-		return &labelHandle{node: n, base: base}, 0, 0
+		h := &labelHandle{node: n, base: base}
+		n.fs.opened(h)
+		return h, fuse.FOPEN_DIRECT_IO, 0
 	}
 	fh, en := n.openWriter(ctx, base, truncate)
-	return fh, 0, en
+	if fh != nil {
+		fh.append = flags&syscall.O_APPEND != 0
+	}
+	return fh, fuse.FOPEN_DIRECT_IO, en
 }
 
 // openWriter makes a handle that writes a new version of the label. With
 // fresh, it starts empty (create, O_TRUNC); otherwise from base.
 func (n *labelNode) openWriter(ctx context.Context, base *os.File, fresh bool) (*labelHandle, syscall.Errno) {
 	h := &labelHandle{node: n, base: base, writable: true}
+	n.fs.opened(h)
 	if fresh {
 		sp, err := n.fs.st.NewSpool()
 		if err != nil {
@@ -253,6 +259,7 @@ func (n *labelNode) Removexattr(ctx context.Context, attr string) syscall.Errno 
 type labelHandle struct {
 	node     *labelNode
 	writable bool
+	append   bool // O_APPEND: every write goes at the end of this handle's copy
 
 	mu    sync.Mutex
 	base  *os.File     // the content this handle started from; nil for none
@@ -335,6 +342,11 @@ func (h *labelHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 	if en := h.ensureSpool(1 << 62); en != 0 {
 		return 0, en
 	}
+	if h.append {
+		// The kernel's offset comes from the inode's size, which other
+		// handles' versions change; this handle appends to its own copy.
+		off = h.spool.Size()
+	}
 	n, err := h.spool.WriteAt(data, off)
 	h.dirty = true
 	if err != nil {
@@ -395,6 +407,14 @@ func (h *labelHandle) commit(ctx context.Context) syscall.Errno {
 }
 
 func (h *labelHandle) Release(ctx context.Context) syscall.Errno {
+	// The node's lock first, never under the handle's: pendingWriter
+	// takes them in that order.
+	if h.writable {
+		h.node.mu.Lock()
+		delete(h.node.writers, h)
+		h.node.mu.Unlock()
+	}
+	h.node.fs.released(h)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.spool != nil {
@@ -405,11 +425,6 @@ func (h *labelHandle) Release(ctx context.Context) syscall.Errno {
 	if h.base != nil {
 		h.base.Close()
 		h.base = nil
-	}
-	if h.writable {
-		h.node.mu.Lock()
-		delete(h.node.writers, h)
-		h.node.mu.Unlock()
 	}
 	return 0
 }

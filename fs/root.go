@@ -14,8 +14,7 @@ import (
 
 // rootNode is the mount's top directory: by-hash, by-label and actors.
 type rootNode struct {
-	fusefs.Inode
-	fs *fsys
+	fixedDir
 
 	byHash, byLabel, actors *fusefs.Inode
 }
@@ -37,9 +36,9 @@ func (r *rootNode) OnAdd(ctx context.Context) {
 		r.AddChild(name, ch, false)
 		return ch
 	}
-	r.byHash = add("by-hash", &byHashDir{fs: r.fs}, inoByHash)
+	r.byHash = add("by-hash", &byHashDir{fixedDir{fs: r.fs}}, inoByHash)
 	r.byLabel = add("by-label", &labelDir{fs: r.fs}, inoByLabel)
-	r.actors = add("actors", &actorsDir{fs: r.fs}, inoActors)
+	r.actors = add("actors", &actorsDir{fixedDir{fs: r.fs}}, inoActors)
 }
 
 var _ = (fusefs.NodeGetattrer)((*rootNode)(nil))
@@ -67,6 +66,7 @@ func (f *fsys) dirAttr(a *fuse.Attr, perm uint32) {
 	a.Mode = syscall.S_IFDIR | perm
 	a.Nlink = 2
 	a.Uid, a.Gid = f.uid, f.gid
+	a.SetTimes(nil, &f.started, &f.started)
 }
 
 // fileAttr fills a regular file's attributes.
