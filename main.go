@@ -41,6 +41,17 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := newApp(stdin, stdout, stderr)
+	var names []string
+	for _, c := range app.Commands {
+		names = append(names, c.Names()...)
+	}
+	if helperArgs, ok, err := fstabArgs(args, names); ok {
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %s\n", app.Name, oneLine(err))
+			return exitUsage
+		}
+		args = helperArgs
+	}
 	var notFound error
 	app.CommandNotFound = func(c *cli.Context, name string) {
 		notFound = usagef("no command %q; see %s --help", name, app.Name)

@@ -182,12 +182,16 @@ func serve(c *cli.Context, mnt, dir string) (err error) {
 		return fmt.Errorf("mounting %s: %w", mnt, err)
 	}
 	slog.Info("mounted", "store", dir, "mountpoint", mnt)
+	if err := sdNotify("READY=1"); err != nil {
+		slog.Warn("cannot tell systemd the mount is ready", "err", err)
+	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 	go func() {
 		for s := range sigs {
 			slog.Info("unmounting on signal", "signal", s.String())
+			sdNotify("STOPPING=1")
 			if err := server.Unmount(); err != nil {
 				slog.Warn("unmount failed; detaching", "err", err)
 				syscall.Unmount(mnt, syscall.MNT_DETACH)
