@@ -102,6 +102,13 @@ func spawnServer(c *cli.Context, mnt, dir string) error {
 			args = append(args, "--"+f)
 		}
 	}
+	if lf := c.String("log-file"); lf != "" {
+		abs, err := filepath.Abs(lf)
+		if err != nil {
+			return err
+		}
+		args = append(args, "--log-file", abs)
+	}
 	args = append(args, mnt)
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), envReady+"=1")
@@ -233,7 +240,10 @@ func checkFuse() error {
 // prepareMountpoint refuses a mountpoint that is not an empty directory,
 // and clears a stale mount left by a crashed server.
 func prepareMountpoint(mnt string, force bool) error {
-	_, err := os.Stat(mnt)
+	// statfs always reaches the server; a stat may be answered from the
+	// kernel's cache for a while after the server died.
+	var sfs syscall.Statfs_t
+	err := syscall.Statfs(mnt, &sfs)
 	if errors.Is(err, syscall.ENOTCONN) {
 		fstype := mountType(mnt)
 		if fstype != "fuse.theater-storefs" && !force {
@@ -243,10 +253,10 @@ func prepareMountpoint(mnt string, force bool) error {
 		if err := detach(mnt); err != nil {
 			return fmt.Errorf("%s is a stale mount and clearing it failed: %w", mnt, err)
 		}
-		_, err = os.Stat(mnt)
+		err = syscall.Statfs(mnt, &sfs)
 	}
 	if err != nil {
-		return fmt.Errorf("mountpoint %s: %w", mnt, errors.Unwrap(err))
+		return fmt.Errorf("mountpoint %s: %w", mnt, err)
 	}
 	if t := mountType(mnt); t != "" {
 		return fmt.Errorf("mountpoint %s is already mounted (%s)", mnt, t)
@@ -346,7 +356,8 @@ func cmdUnmount(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(mnt); errors.Is(err, syscall.ENOTCONN) {
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(mnt, &sfs); errors.Is(err, syscall.ENOTCONN) {
 		return detach(mnt)
 	}
 	if mountType(mnt) == "" {

@@ -69,6 +69,17 @@ func (d *labelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 		setTimeouts(out, d.fs.labelTTL)
 		return d.NewInode(ctx, &labelDir{fs: d.fs}, fusefs.StableAttr{Mode: syscall.S_IFDIR}), 0
 	}
+	if errors.Is(err, store.ErrNotFound) {
+		// A label being created, not closed yet, is there for its
+		// writers, with nothing committed.
+		if ch := d.GetChild(name); ch != nil {
+			if n, ok := ch.Operations().(*labelNode); ok && n.pendingWriter() != nil {
+				d.fs.fileAttr(&out.Attr, n.perm(), 0, timeNow())
+				setTimeouts(out, d.fs.labelTTL)
+				return ch, 0
+			}
+		}
+	}
 	if err != nil {
 		return nil, d.fs.errno("lookup label", err)
 	}
@@ -78,18 +89,16 @@ func (d *labelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	// commit to a name that was since removed or renamed.
 	if ch := d.GetChild(name); ch != nil {
 		if n, ok := ch.Operations().(*labelNode); ok {
-			if w := n.pendingWriter(nil); w != nil {
-				d.fs.fileAttr(&out.Attr, n.perm(), w.size(), timeNow())
-			} else {
-				n.attrFrom(ctx, li, &out.Attr)
-			}
+			n.attrFrom(ctx, li, &out.Attr)
 			setTimeouts(out, d.fs.labelTTL)
+			out.SetAttrTimeout(0)
 			return ch, 0
 		}
 	}
 	n := &labelNode{fs: d.fs}
 	n.attrFrom(ctx, li, &out.Attr)
 	setTimeouts(out, d.fs.labelTTL)
+	out.SetAttrTimeout(0) // see labelNode.Getattr
 	return d.NewInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG}), 0
 }
 
@@ -159,6 +168,7 @@ func (d *labelDir) Create(ctx context.Context, name string, flags uint32, mode u
 		return nil, nil, 0, en
 	}
 	fh.append = flags&syscall.O_APPEND != 0
+	fh.created = true
 	d.fs.fileAttr(&out.Attr, 0o644, 0, timeNow())
 	setTimeouts(out, d.fs.labelTTL)
 	return ch, fh, fuse.FOPEN_DIRECT_IO, 0
@@ -219,7 +229,8 @@ func (d *labelDir) Rename(ctx context.Context, name string, newParent fusefs.Ino
 	}
 	np, ok := newParent.(*labelDir)
 	if !ok {
-		return syscall.EXDEV
+		// Out of by-label/ is into a directory that takes no changes.
+		return d.fs.refuseChange()
 	}
 	from, en := d.child(name)
 	if en != 0 {

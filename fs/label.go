@@ -3,8 +3,11 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -58,10 +61,14 @@ func (n *labelNode) attrFrom(ctx context.Context, li store.LabelInfo, a *fuse.At
 
 var _ = (fusefs.NodeGetattrer)((*labelNode)(nil))
 
+// Getattr shows the committed label to everyone but the writers: a
+// process with the label open for writing sees the size of its own
+// uncommitted version. The kernel must ask each time (attribute timeout 0),
+// or it would show one process's answer to all.
 func (n *labelNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.SetTimeout(n.fs.labelTTL)
-	if w := n.pendingWriter(fh); w != nil {
-		n.fs.fileAttr(&out.Attr, n.perm(), w.size(), timeNow())
+	out.SetTimeout(0)
+	if h := n.writerOf(ctx, fh); h != nil {
+		n.fs.fileAttr(&out.Attr, n.perm(), h.size(), timeNow())
 		return 0
 	}
 	name, ok := n.label()
@@ -69,6 +76,11 @@ func (n *labelNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse
 		return syscall.ENOENT
 	}
 	li, err := n.fs.st.StatLabel(ctx, name)
+	if errors.Is(err, store.ErrNotFound) && n.pendingWriter() != nil {
+		// Created and not closed yet: nothing is committed.
+		n.fs.fileAttr(&out.Attr, n.perm(), 0, timeNow())
+		return 0
+	}
 	if err != nil {
 		return n.fs.errno("stat label", err)
 	}
@@ -76,12 +88,49 @@ func (n *labelNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse
 	return 0
 }
 
-// pendingWriter returns a handle whose content has not been committed yet:
-// the one asking, else any. Its size is the file's size for now.
-func (n *labelNode) pendingWriter(fh fusefs.FileHandle) *labelHandle {
-	if h, ok := fh.(*labelHandle); ok && h.pending() {
-		return h
+// writerOf returns an uncommitted writer opened by the process asking.
+// The file handle is no guide: the kernel sends none with a getattr, and
+// go-fuse then passes the node's first open handle, whoever opened it.
+func (n *labelNode) writerOf(ctx context.Context, _ fusefs.FileHandle) *labelHandle {
+	w := n.pendingWriter()
+	if w == nil {
+		return nil
 	}
+	caller, ok := fuse.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	tgid := processOf(caller.Pid)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for h := range n.writers {
+		if h.tgid == tgid && h.pending() {
+			return h
+		}
+	}
+	return nil
+}
+
+// processOf maps a thread id (what FUSE reports) to its process id, so
+// every thread of a writer sees its writes.
+func processOf(tid uint32) uint32 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return tid
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			if id, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32); err == nil {
+				return uint32(id)
+			}
+		}
+	}
+	return tid
+}
+
+// pendingWriter returns a handle whose content has not been committed yet,
+// if there is one.
+func (n *labelNode) pendingWriter() *labelHandle {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for h := range n.writers {
@@ -109,6 +158,11 @@ func (n *labelNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 		return nil, 0, syscall.ENOENT
 	}
 	li, err := n.fs.st.StatLabel(ctx, name)
+	if errors.Is(err, store.ErrNotFound) && n.pendingWriter() != nil {
+		// A new label whose creator has not closed it: it has no
+		// content yet, and another writer may start one too.
+		err = nil
+	}
 	if err != nil {
 		return nil, 0, n.fs.errno("open label", err)
 	}
@@ -142,6 +196,9 @@ func (n *labelNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 // fresh, it starts empty (create, O_TRUNC); otherwise from base.
 func (n *labelNode) openWriter(ctx context.Context, base *os.File, fresh bool) (*labelHandle, syscall.Errno) {
 	h := &labelHandle{node: n, base: base, writable: true}
+	if caller, ok := fuse.FromContext(ctx); ok {
+		h.tgid = processOf(caller.Pid)
+	}
 	n.fs.opened(h)
 	if fresh {
 		sp, err := n.fs.st.NewSpool()
@@ -259,12 +316,15 @@ func (n *labelNode) Removexattr(ctx context.Context, attr string) syscall.Errno 
 type labelHandle struct {
 	node     *labelNode
 	writable bool
-	append   bool // O_APPEND: every write goes at the end of this handle's copy
+	append   bool   // O_APPEND: every write goes at the end of this handle's copy
+	created  bool   // made by create(2): the label exists once it is closed
+	tgid     uint32 // the process that opened it for writing
 
 	mu    sync.Mutex
 	base  *os.File     // the content this handle started from; nil for none
 	spool *store.Spool // the new content, once it differs
 	dirty bool         // spool holds content not committed yet
+	wrote bool         // written or truncated since opened or committed
 }
 
 func (h *labelHandle) pending() bool {
@@ -348,7 +408,7 @@ func (h *labelHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 		off = h.spool.Size()
 	}
 	n, err := h.spool.WriteAt(data, off)
-	h.dirty = true
+	h.dirty, h.wrote = true, true
 	if err != nil {
 		return uint32(n), h.node.fs.errno("write label", err)
 	}
@@ -364,14 +424,26 @@ func (h *labelHandle) truncate(size int64) syscall.Errno {
 	if err := h.spool.Truncate(size); err != nil {
 		return h.node.fs.errno("truncate label", err)
 	}
-	h.dirty = true
+	h.dirty, h.wrote = true, true
 	return 0
 }
 
-// Flush commits on close (and on every close of a dup'd descriptor).
-func (h *labelHandle) Flush(ctx context.Context) syscall.Errno { return h.commit(ctx) }
+// Flush commits on close (and on every close of a dup'd descriptor). One
+// exception: a handle opened with O_TRUNC on an existing label and not
+// written yet. Shells open, dup2 and close the first descriptor before
+// writing (`echo new > label`): committing then would publish an empty
+// version nobody wrote. Its commit waits for a write, fsync or Release.
+func (h *labelHandle) Flush(ctx context.Context) syscall.Errno {
+	h.mu.Lock()
+	onlyTruncated := h.dirty && !h.wrote && !h.created
+	h.mu.Unlock()
+	if onlyTruncated {
+		return 0
+	}
+	return h.commit(ctx)
+}
 
-// Fsync commits too: the content is durable when it returns.
+// Fsync commits: the content is durable when it returns.
 func (h *labelHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return h.commit(ctx) }
 
 func (h *labelHandle) commit(ctx context.Context) syscall.Errno {
@@ -389,7 +461,7 @@ func (h *labelHandle) commit(ctx context.Context) syscall.Errno {
 		return 0
 	}
 	sp := h.spool
-	h.spool, h.dirty = nil, false
+	h.spool, h.dirty, h.wrote = nil, false, false
 	sum, err := sp.Commit(ctx, name, store.LabelReplace)
 	if err != nil {
 		return h.node.fs.errno("commit label", err)
@@ -406,6 +478,8 @@ func (h *labelHandle) commit(ctx context.Context) syscall.Errno {
 	return 0
 }
 
+// Release ends the handle. A truncation that no close committed (`: >
+// label`, `open(O_TRUNC)` and close) is committed now.
 func (h *labelHandle) Release(ctx context.Context) syscall.Errno {
 	// The node's lock first, never under the handle's: pendingWriter
 	// takes them in that order.
@@ -415,6 +489,12 @@ func (h *labelHandle) Release(ctx context.Context) syscall.Errno {
 		h.node.mu.Unlock()
 	}
 	h.node.fs.released(h)
+	if h.pending() {
+		if en := h.commit(context.Background()); en != 0 {
+			name, _ := h.node.label()
+			h.node.fs.log.Error("could not commit a truncated label on release", "label", name, "errno", en)
+		}
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.spool != nil {
