@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"io"
 	"os"
 	"sync"
 	"syscall"
@@ -163,8 +164,14 @@ var (
 	_ = (fusefs.FileReleaser)((*blobHandle)(nil))
 )
 
+// Read serves reads when passthrough is not in use. It reads into dest:
+// a 1 MiB request and its header do not fit a splice pipe.
 func (h *blobHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	return fuse.ReadResultFd(h.f.Fd(), off, len(dest)), 0
+	n, err := h.f.ReadAt(dest, off)
+	if err != nil && err != io.EOF {
+		return nil, h.fs.errno("read blob", err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
 }
 
 // PassthroughFd lets the kernel read the blob file itself (Linux 6.9+,

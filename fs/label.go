@@ -357,11 +357,9 @@ func (h *labelHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 	switch {
 	case h.spool != nil:
 		r = h.spool
-	case h.base != nil && !h.writable:
-		// Nothing replaces base on a read-only handle: let the
-		// kernel splice from it after we return.
-		return fuse.ReadResultFd(h.base.Fd(), off, len(dest)), 0
 	case h.base != nil:
+		// Labels are opened with direct I/O, whose requests (1 MiB
+		// and a header) do not fit a splice pipe: read into dest.
 		r = h.base
 	default:
 		return fuse.ReadResultData(nil), 0
