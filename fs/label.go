@@ -325,6 +325,11 @@ type labelHandle struct {
 	spool *store.Spool // the new content, once it differs
 	dirty bool         // spool holds content not committed yet
 	wrote bool         // written or truncated since opened or committed
+
+	// flushed: close(2) was called on it at least once. A handle the
+	// kernel releases without a flush was never really opened (the open
+	// failed after the server answered it): nothing of it is committed.
+	flushed bool
 }
 
 func (h *labelHandle) pending() bool {
@@ -433,6 +438,7 @@ func (h *labelHandle) truncate(size int64) syscall.Errno {
 // version nobody wrote. Its commit waits for a write, fsync or Release.
 func (h *labelHandle) Flush(ctx context.Context) syscall.Errno {
 	h.mu.Lock()
+	h.flushed = true
 	onlyTruncated := h.dirty && !h.wrote && !h.created
 	h.mu.Unlock()
 	if onlyTruncated {
@@ -487,7 +493,10 @@ func (h *labelHandle) Release(ctx context.Context) syscall.Errno {
 		h.node.mu.Unlock()
 	}
 	h.node.fs.released(h)
-	if h.pending() {
+	h.mu.Lock()
+	commit := h.dirty && h.flushed
+	h.mu.Unlock()
+	if commit {
 		if en := h.commit(context.Background()); en != 0 {
 			name, _ := h.node.label()
 			h.node.fs.log.Error("could not commit a truncated label on release", "label", name, "errno", en)
