@@ -101,14 +101,6 @@ func (d *actorsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	return d.NewInode(ctx, &actorDir{fixedDir: fixedDir{fs: d.fs}, id: name}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: nameIno("actor", name)}), 0
 }
 
-var _ = (fusefs.NodeGetattrer)((*actorsDir)(nil))
-
-func (d *actorsDir) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	d.fs.dirAttr(&out.Attr, 0o555)
-	out.SetTimeout(d.fs.labelTTL)
-	return 0
-}
-
 // actorDir is actors/<id>/: chain-head, chain/, and the actor's other
 // labels, all read-only.
 type actorDir struct {
@@ -166,14 +158,6 @@ func (d *actorDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	n.attrFrom(ctx, li, &out.Attr)
 	setTimeouts(out, d.fs.labelTTL)
 	return d.NewInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: nameIno("label", label)}), 0
-}
-
-var _ = (fusefs.NodeGetattrer)((*actorDir)(nil))
-
-func (d *actorDir) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	d.fs.dirAttr(&out.Attr, 0o555)
-	out.SetTimeout(d.fs.labelTTL)
-	return 0
 }
 
 // chainDir is actors/<id>/chain/: every event from the root to the head,
@@ -250,10 +234,3 @@ func (d *chainDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	return nil, syscall.ENOENT
 }
 
-var _ = (fusefs.NodeGetattrer)((*chainDir)(nil))
-
-func (d *chainDir) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	d.fs.dirAttr(&out.Attr, 0o555)
-	out.SetTimeout(d.fs.labelTTL)
-	return 0
-}

@@ -18,6 +18,16 @@ type fixedDir struct {
 	fs *fsys
 }
 
+var _ = (fusefs.NodeGetattrer)((*fixedDir)(nil))
+
+// Getattr: read-only, and derived from labels that change, so short-lived
+// unless a kind of directory says otherwise (by-hash/).
+func (d *fixedDir) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	d.fs.dirAttr(&out.Attr, 0o555)
+	out.SetTimeout(d.fs.labelTTL)
+	return 0
+}
+
 var (
 	_ = (fusefs.NodeCreater)((*fixedDir)(nil))
 	_ = (fusefs.NodeMkdirer)((*fixedDir)(nil))
