@@ -233,4 +233,3 @@ func (d *chainDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	}
 	return nil, syscall.ENOENT
 }
-
