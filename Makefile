@@ -1,10 +1,14 @@
 # theater-storefs: build, test, benchmark, fuzz and demo.
 #
 #   make            build the binary ./theater-storefs
+#   make mount      build, install fuse3 if missing, create the store if absent, mount it at ./mnt
+#   make unmount    unmount ./mnt
 #   make test       go vet, then every test with the race detector
-#   make bench      the store benchmarks, and the group commit figure
+#   make bench      the store benchmarks, the group commit figure, and bench-mount
+#   make bench-mount the mount against the same work on the store's files (root, /dev/fuse)
 #   make fuzz       each fuzz target of store/ for $(FUZZ_TIME)
 #   make demo       a walk through the CLI on a scratch store
+#   make man        the man page docs/theater-storefs.1, from the command definitions
 #   make clean      remove what the targets above leave behind
 #
 # Each target is self-contained; add new ones below and to .PHONY.
@@ -25,20 +29,45 @@ BENCH_COUNT ?= 5
 # free). make bench makes a fresh directory inside and removes only that.
 BENCH_DIR   ?= $(CURDIR)/bench/out
 BENCH_OUT   := bench/out/bench.txt
+# The mount benchmark keeps its generated stores (up to a million blobs) in
+# $(BENCH_DIR)/mountbench between runs. A quick run:
+#   make bench-mount MOUNTBENCH_FLAGS='-size 64MiB -small 1000 -many 10000 -million 20000'
+MOUNTBENCH_FLAGS ?=
+MOUNTBENCH_OUT   := bench/out/mountbench.txt
 
 FUZZ_PKGS ?= ./store/
 FUZZ_TIME ?= 20s
 
 DEMO_STORE := .theater/demo-store
 
-.PHONY: build test bench fuzz demo clean
+# make mount: Theater's default store unless told otherwise.
+STORE ?= $(or $(THEATER_STORE),$(if $(THEATER_HOME),$(THEATER_HOME)/store),$(HOME)/.theater/store)
+MNT   ?= $(CURDIR)/mnt
+
+.PHONY: build mount unmount test bench bench-mount fuzz demo clean
 
 build:
 	$(GO) build -o $(BINARY) .
 
+# Returns once the mount answers; the server runs in the background.
+mount: build
+	@command -v fusermount3 >/dev/null 2>&1 || { \
+		echo "installing fuse3"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3; }
+	@mkdir -p '$(STORE)' '$(MNT)'
+	./$(BINARY) --store '$(STORE)' mount '$(MNT)'
+	@echo "mounted $(STORE) at $(MNT); try: ls $(MNT)/by-label; unmount with: make unmount"
+
+unmount:
+	./$(BINARY) unmount '$(MNT)'
+
+# The packages, named so that no pattern walks into ./mnt (a mount) or
+# bench/out (stores of a million blobs).
+PKGS := . ./store/... ./fs/... ./internal/... ./integration/... ./bench/benchsummary/... ./bench/mountbench/...
+
 test:
-	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 9m ./...
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 9m $(PKGS)
 
 # The stores stay in place until every benchmark has run (BENCH_KEEP=1):
 # deleting them between runs would slow the file creates of the next run on
@@ -53,6 +82,14 @@ bench:
 	exit $$status
 	@echo
 	@$(GO) run ./bench/benchsummary < $(BENCH_OUT)
+	@echo
+	@$(MAKE) --no-print-directory bench-mount
+
+# Builds the binary afresh, mounts stores made on the real disk, and prints
+# each figure beside its baseline, medians of BENCH_COUNT runs.
+bench-mount:
+	@mkdir -p '$(BENCH_DIR)' bench/out
+	$(GO) run ./bench/mountbench -dir '$(BENCH_DIR)/mountbench' -runs $(BENCH_COUNT) $(MOUNTBENCH_FLAGS) | tee $(MOUNTBENCH_OUT)
 
 fuzz:
 	@for pkg in $(FUZZ_PKGS); do \
@@ -82,6 +119,13 @@ demo: build
 	demo './$(BINARY) du'; \
 	demo './$(BINARY) fsck'; \
 	demo './$(BINARY) get store:demo/files || echo "(exit $$?: demo/files holds two refs)"'
+
+# The page is generated (urfave/cli's ToMan): edit the commands' help texts,
+# then run make man again.
+man:
+	@mkdir -p docs
+	$(GO) run . man > docs/theater-storefs.1.tmp
+	mv docs/theater-storefs.1.tmp docs/theater-storefs.1
 
 clean:
 	rm -f $(BINARY)
