@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -27,14 +28,18 @@ func mountCommand() *cli.Command {
 		Description: "Returns once the mount answers and serves in the background; --foreground stays\n" +
 			"attached (for systemd and debugging). Unmount with `theater-storefs unmount MOUNTPOINT`,\n" +
 			"umount or fusermount3 -u. Labels are files: writing one stores the content and points\n" +
-			"the label at it; mode, owner and time changes are accepted and not stored.",
+			"the label at it; mode, owner and time changes are accepted and not stored.\n" +
+			"MOUNTPOINT/.theater/stats counts the FUSE operations served (JSON); --metrics serves\n" +
+			"the same counters to Prometheus.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay attached until unmounted"},
 			&cli.BoolFlag{Name: "read-only", Aliases: []string{"ro"}, Usage: "refuse every change"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users in (with default_permissions)"},
-			&cli.BoolFlag{Name: "debug", Usage: "log every FUSE operation"},
+			&cli.BoolFlag{Name: "debug", Usage: "log every FUSE operation with its errno and latency (debug level)"},
 			&cli.BoolFlag{Name: "force", Usage: "clear a stale mount of another program at MOUNTPOINT first"},
 			&cli.StringFlag{Name: "log-file", Usage: "in the background, append logs to `FILE` (default: discard)"},
+			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (loopback only, e.g. 127.0.0.1:9464)"},
+			&cli.BoolFlag{Name: "metrics-public", Usage: "let --metrics listen on an address other machines can reach"},
 		},
 		Action: cmdMount,
 	}
@@ -68,6 +73,13 @@ func cmdMount(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if addr := c.String("metrics"); addr != "" {
+		if err := checkMetricsAddr(addr, c.Bool("metrics-public")); err != nil {
+			return err
+		}
+	} else if c.Bool("metrics-public") {
+		return usagef("mount: --metrics-public needs --metrics ADDR")
+	}
 	if err := checkFuse(); err != nil {
 		return err
 	}
@@ -97,10 +109,13 @@ func spawnServer(c *cli.Context, mnt, dir string) error {
 	defer r.Close()
 	args := append([]string{"--store", dir}, globalFlags(c)...)
 	args = append(args, "mount", "--foreground")
-	for _, f := range []string{"read-only", "allow-other", "debug", "force"} {
+	for _, f := range []string{"read-only", "allow-other", "debug", "force", "metrics-public"} {
 		if c.Bool(f) {
 			args = append(args, "--"+f)
 		}
+	}
+	if addr := c.String("metrics"); addr != "" {
+		args = append(args, "--metrics", addr)
 	}
 	if lf := c.String("log-file"); lf != "" {
 		abs, err := filepath.Abs(lf)
@@ -164,6 +179,16 @@ func serve(c *cli.Context, mnt, dir string) (err error) {
 	if logLevel.Level() > slog.LevelWarn {
 		logLevel.Set(slog.LevelWarn)
 	}
+	if c.Bool("debug") {
+		logLevel.Set(slog.LevelDebug)
+	}
+	if prof := os.Getenv("THEATER_STOREFS_CPUPROFILE"); prof != "" {
+		// For profiling the server under a benchmark (make bench-mount).
+		if f, err := os.Create(prof); err == nil {
+			pprof.StartCPUProfile(f)
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
 	var ready *os.File
 	if os.Getenv(envReady) != "" {
 		ready = os.NewFile(readyFd, "ready")
@@ -179,11 +204,22 @@ func serve(c *cli.Context, mnt, dir string) (err error) {
 		return err
 	}
 	defer st.Close()
+	stats := fs.NewStats()
+	if addr := c.String("metrics"); addr != "" {
+		// Listening first: an address in use fails the mount, not later.
+		ms, err := startMetrics(addr, stats)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+		slog.Info("serving metrics", "url", "http://"+ms.Addr()+"/metrics")
+	}
 	server, err := fs.Mount(mnt, st, fs.MountOptions{
 		Options:    fs.Options{ReadOnly: c.Bool("read-only"), Logger: slog.Default()},
 		FsName:     dir,
 		AllowOther: c.Bool("allow-other"),
 		Debug:      c.Bool("debug"),
+		Stats:      stats,
 	})
 	if err != nil {
 		return fmt.Errorf("mounting %s: %w", mnt, err)

@@ -30,6 +30,7 @@ type Spool struct {
 	size   int64
 	dirty  bool // written out of order: rehash at commit
 	done   bool
+	pipe   *hashPipe // hashing large writes beside the writer, once started
 }
 
 // NewSpool starts a new spool file in tmp/. No request goes to the owner:
@@ -86,7 +87,14 @@ func (sp *Spool) WriteAt(p []byte, off int64) (int, error) {
 	}
 	n, err := sp.f.WriteAt(p, off)
 	if !sp.dirty && off == sp.hashed {
-		sp.h.Write(p[:n])
+		if sp.pipe == nil && n >= pipeMin {
+			sp.pipe = newHashPipe(sp.h)
+		}
+		if sp.pipe != nil {
+			sp.pipe.write(p[:n]) // in order, after what it holds
+		} else {
+			sp.h.Write(p[:n])
+		}
 		sp.hashed += int64(n)
 	} else if n > 0 {
 		sp.dirty = true
@@ -179,6 +187,7 @@ func (sp *Spool) Commit(ctx context.Context, label string, mode LabelMode) (Hash
 			return Hash{}, err
 		}
 	}
+	sp.stopPipe()
 	if sp.dirty {
 		sp.h.Reset()
 		if _, err := io.CopyBuffer(sp.h, io.NewSectionReader(sp.f, 0, sp.size), make([]byte, 1<<20)); err != nil {
@@ -235,6 +244,7 @@ func (sp *Spool) Discard() {
 		return
 	}
 	sp.done = true
+	sp.stopPipe()
 	sp.s.root.Remove(TmpDir + "/" + sp.name) // gone already after a commit
 	sp.f.Close()
 }
@@ -270,4 +280,63 @@ func (s *Store) putBytes(ctx context.Context, content []byte, label string, mode
 		return Hash{}, &Error{Op: "store", Err: err}
 	}
 	return sp.Commit(ctx, label, mode)
+}
+
+// stopPipe waits for the hashing goroutine to finish what it was handed.
+func (sp *Spool) stopPipe() {
+	if sp.pipe != nil {
+		sp.pipe.wait()
+		sp.pipe = nil
+	}
+}
+
+// Hashing beside the writer: a spool written in large pieces (a file
+// copied through the mount, a put from a pipe) hands each piece to a
+// goroutine that hashes it while the writer waits for its next piece. The
+// pieces are copies, since the writer's buffer is reused as soon as WriteAt
+// returns, and at most pipeDepth of them wait, so memory stays bounded.
+const (
+	pipeMin   = 64 << 10 // smaller writes are hashed in place
+	pipeDepth = 4
+)
+
+type hashPipe struct {
+	h    *Hasher
+	ch   chan *[]byte
+	done chan struct{}
+}
+
+var chunks = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+
+func newHashPipe(h *Hasher) *hashPipe {
+	p := &hashPipe{h: h, ch: make(chan *[]byte, pipeDepth), done: make(chan struct{})}
+	go p.run()
+	return p
+}
+
+func (p *hashPipe) run() {
+	defer close(p.done)
+	for c := range p.ch {
+		p.h.Write(*c)
+		if cap(*c) == 1<<20 {
+			chunks.Put(c)
+		}
+	}
+}
+
+func (p *hashPipe) write(b []byte) {
+	var c *[]byte
+	if len(b) <= 1<<20 {
+		c = chunks.Get().(*[]byte)
+		*c = append((*c)[:0], b...)
+	} else {
+		cp := append([]byte(nil), b...)
+		c = &cp
+	}
+	p.ch <- c
+}
+
+func (p *hashPipe) wait() {
+	close(p.ch)
+	<-p.done
 }
