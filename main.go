@@ -108,7 +108,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log as `text` or json"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log more"},
 		},
-		Commands:       commands(),
+		Commands:       withCompletion(append(commands(), completionCommand(), manCommand())),
 		ExitErrHandler: func(*cli.Context, error) {}, // run prints and exits
 		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
 			return usageError{err.Error()}

@@ -207,7 +207,7 @@ func TestRootRefusesChanges(t *testing.T) {
 			t.Errorf("%s after the attempts: %v, %v", d, fi, err)
 		}
 	}
-	if got := dirNames(t, m.mnt); !slices.Equal(sortedStrings(got), []string{"actors", "by-hash", "by-label"}) {
+	if got := dirNames(t, m.mnt); !slices.Equal(sortedStrings(got), []string{".theater", "actors", "by-hash", "by-label"}) {
 		t.Errorf("the mount's top lists %q after the attempts", got)
 	}
 	if _, err := os.ReadFile(m.blob(h)); err != nil {

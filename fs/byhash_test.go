@@ -120,7 +120,7 @@ func TestByHashDirAttributes(t *testing.T) {
 			t.Errorf("%q is not a directory: %v", d, fi.Mode())
 		}
 	}
-	if got := dirNames(t, m.mnt); !slices.Equal(sortedStrings(got), []string{"actors", "by-hash", "by-label"}) {
+	if got := dirNames(t, m.mnt); !slices.Equal(sortedStrings(got), []string{".theater", "actors", "by-hash", "by-label"}) {
 		t.Errorf("the mount's top lists %q", got)
 	}
 	var sfs syscall.Statfs_t

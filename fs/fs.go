@@ -103,7 +103,12 @@ type MountOptions struct {
 	Options
 	FsName     string // shown in /proc/mounts, usually the store directory
 	AllowOther bool
-	Debug      bool
+	// Debug logs every FUSE request (op, node, errno, duration) to
+	// Options.Logger at Debug level.
+	Debug bool
+	// Stats receives the mount's operation counters, which .theater/stats
+	// shows; a fresh one when nil.
+	Stats *Stats
 }
 
 // Mount serves st at dir until the returned server is unmounted.
@@ -128,7 +133,6 @@ func Mount(dir string, st Store, mo MountOptions) (*fuse.Server, error) {
 			MaxReadAhead:      1 << 20,
 			AllowOther:        mo.AllowOther,
 			DirectMount:       os.Geteuid() == 0,
-			Debug:             mo.Debug,
 			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
 			Options:           []string{"nosuid", "nodev"},
 		},
@@ -149,8 +153,26 @@ func Mount(dir string, st Store, mo MountOptions) (*fuse.Server, error) {
 	}
 	root := NewRoot(st, mo.Options).(*rootNode)
 	root.fs.labelTTL = liveLabelTimeout
-	server, err := fusefs.Mount(dir, root, opts)
+	if mo.Stats == nil {
+		mo.Stats = NewStats()
+	}
+	root.stats = mo.Stats // before NewNodeFS, which calls OnAdd
+	// With Debug, statsFS logs each request through slog with its
+	// latency; go-fuse's own request dump (MountOptions.Debug) stays off.
+	var debugLog *slog.Logger
+	if mo.Debug {
+		debugLog = root.fs.log
+	}
+	raw := newStatsFS(fusefs.NewNodeFS(root, opts), mo.Stats, debugLog)
+	server, err := fuse.NewServer(raw, dir, &opts.MountOptions)
 	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		// As fusefs.Mount: the serve loop ends by itself when the
+		// mount failed.
 		w.Close()
 		return nil, err
 	}

@@ -12,11 +12,14 @@ import (
 	"github.com/theater-storefs/theater-storefs/store"
 )
 
-// rootNode is the mount's top directory: by-hash, by-label and actors.
+// rootNode is the mount's top directory: by-hash, by-label and actors, and
+// .theater with the file system's own files.
 type rootNode struct {
 	fixedDir
 
 	byHash, byLabel, actors *fusefs.Inode
+
+	stats *Stats // what .theater/stats shows; set before OnAdd
 }
 
 // Fixed inode numbers of the top directories. Derived numbers (below) have
@@ -29,16 +32,23 @@ const (
 
 var _ = (fusefs.NodeOnAdder)((*rootNode)(nil))
 
-// OnAdd builds the fixed top level.
+// OnAdd builds the fixed top level, added in name order so that readdir
+// lists it sorted.
 func (r *rootNode) OnAdd(ctx context.Context) {
 	add := func(name string, node fusefs.InodeEmbedder, ino uint64) *fusefs.Inode {
 		ch := r.NewPersistentInode(ctx, node, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino})
 		r.AddChild(name, ch, false)
 		return ch
 	}
+	if r.stats == nil {
+		r.stats = NewStats()
+	}
+	theater := add(".theater", &fixedDir{fs: r.fs}, inoTheaterDir)
+	stats := r.NewPersistentInode(ctx, &statsNode{fs: r.fs, stats: r.stats}, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: inoStats})
+	theater.AddChild("stats", stats, false)
+	r.actors = add("actors", &actorsDir{fixedDir{fs: r.fs}}, inoActors)
 	r.byHash = add("by-hash", &byHashDir{fixedDir{fs: r.fs}}, inoByHash)
 	r.byLabel = add("by-label", &labelDir{fs: r.fs}, inoByLabel)
-	r.actors = add("actors", &actorsDir{fixedDir{fs: r.fs}}, inoActors)
 }
 
 var _ = (fusefs.NodeGetattrer)((*rootNode)(nil))
@@ -78,7 +88,7 @@ func (f *fsys) fileAttr(a *fuse.Attr, perm uint32, size int64, mtime time.Time) 
 	a.Nlink = 1
 	a.Size = uint64(size)
 	a.Blocks = (uint64(size) + 511) / 512
-	a.Blksize = 1 << 16
+	a.Blksize = 1 << 20 // cp and friends write in pieces this size: fewer round trips
 	a.Uid, a.Gid = f.uid, f.gid
 	a.SetTimes(nil, &mtime, &mtime)
 }
