@@ -168,7 +168,6 @@ func (d *labelDir) Create(ctx context.Context, name string, flags uint32, mode u
 		return nil, nil, 0, en
 	}
 	fh.append = flags&syscall.O_APPEND != 0
-	fh.created = true
 	d.fs.fileAttr(&out.Attr, 0o644, 0, timeNow())
 	setTimeouts(out, d.fs.labelTTL)
 	return ch, fh, fuse.FOPEN_DIRECT_IO, 0

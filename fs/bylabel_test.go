@@ -82,6 +82,9 @@ func TestLabelCreate(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatalf("closing a new empty label: %v", err)
 	}
+	// Nothing was written: the empty label is committed on release, which
+	// the kernel sends after close returns.
+	m.waitLabel("empty", "")
 	m.wantLabel("empty", "")
 	wantSize(t, "touched label", m.label("empty"), 0)
 
@@ -195,14 +198,7 @@ func TestLabelTruncRewrite(t *testing.T) {
 	}
 	// A truncation nothing was written after is committed on release,
 	// which the kernel sends after close returns: wait for it.
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		got, _, err := m.labelContent("x")
-		if err == nil && got == "" || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	m.waitLabel("x", "")
 	m.wantLabel("x", "")
 }
 

@@ -239,6 +239,19 @@ func (m *mounted) labelContent(name string) (string, []store.Hash, error) {
 
 // wantLabel fails unless the store says the label holds exactly one ref,
 // whose content is want.
+// waitLabel gives the store up to two seconds to show the label holding
+// want, for commits that happen on release, after close has returned.
+func (m *mounted) waitLabel(name, want string) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		got, _, err := m.labelContent(name)
+		if err == nil && got == want || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (m *mounted) wantLabel(name, want string) {
 	m.t.Helper()
 	got, refs, err := m.labelContent(name)

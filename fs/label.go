@@ -317,7 +317,6 @@ type labelHandle struct {
 	node     *labelNode
 	writable bool
 	append   bool   // O_APPEND: every write goes at the end of this handle's copy
-	created  bool   // made by create(2): the label exists once it is closed
 	tgid     uint32 // the process that opened it for writing
 
 	mu    sync.Mutex
@@ -432,14 +431,15 @@ func (h *labelHandle) truncate(size int64) syscall.Errno {
 }
 
 // Flush commits on close (and on every close of a dup'd descriptor). One
-// exception: a handle opened with O_TRUNC on an existing label and not
-// written yet. Shells open, dup2 and close the first descriptor before
-// writing (`echo new > label`): committing then would publish an empty
-// version nobody wrote. Its commit waits for a write, fsync or Release.
+// exception: a handle that is empty because it was just created or opened
+// with O_TRUNC, and not written yet. Shells open, dup2 and close the first
+// descriptor before writing (`echo new > label`): committing then would
+// publish an empty version nobody wrote. Its commit waits for a write,
+// fsync or Release (so `touch new` and `: > label` commit on release).
 func (h *labelHandle) Flush(ctx context.Context) syscall.Errno {
 	h.mu.Lock()
 	h.flushed = true
-	onlyTruncated := h.dirty && !h.wrote && !h.created
+	onlyTruncated := h.dirty && !h.wrote
 	h.mu.Unlock()
 	if onlyTruncated {
 		return 0
