@@ -7,6 +7,7 @@
 #   make bench      the store benchmarks, the group commit figure, and bench-mount
 #   make bench-mount the mount against the same work on the store's files (root, /dev/fuse)
 #   make fuzz       each fuzz target of store/ for $(FUZZ_TIME)
+#   make soak       the long crash loop and concurrency soak of integration/ (root, /dev/fuse)
 #   make demo       a walk through the CLI on a scratch store
 #   make man        the man page docs/theater-storefs.1, from the command definitions
 #   make clean      remove what the targets above leave behind
@@ -44,7 +45,7 @@ DEMO_STORE := .theater/demo-store
 STORE ?= $(or $(THEATER_STORE),$(if $(THEATER_HOME),$(THEATER_HOME)/store),$(HOME)/.theater/store)
 MNT   ?= $(CURDIR)/mnt
 
-.PHONY: build mount unmount test bench bench-mount fuzz demo clean
+.PHONY: build mount unmount test bench bench-mount fuzz soak demo clean
 
 build:
 	$(GO) build -o $(BINARY) .
@@ -101,6 +102,13 @@ fuzz:
 			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZ_TIME) $$pkg; \
 		done; \
 	done
+
+# The long versions of two integration tests, each printing its figures:
+# the server killed 50 times under writers (acknowledged writes lost, torn
+# labels, bad blobs), and 16 writers for a minute (the server's descriptors
+# and threads before and after). THEATER_STOREFS_SEED=N replays a run.
+soak:
+	THEATER_STOREFS_LONG=1 $(GO) test -count=1 -v -timeout 30m -run '^(TestCrashLoop|TestConcurrencySoak)$$' ./integration/
 
 # Every command is printed before it runs, as a reader would type it.
 demo: build

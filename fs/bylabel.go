@@ -202,7 +202,17 @@ func (d *labelDir) Unlink(ctx context.Context, name string) syscall.Errno {
 	if en != 0 {
 		return en
 	}
-	return d.fs.errno("rm", d.fs.st.RemoveLabel(ctx, full))
+	err := d.fs.st.RemoveLabel(ctx, full)
+	if ch := d.GetChild(name); ch != nil {
+		if n, ok := ch.Operations().(*labelNode); ok && (err == nil || errors.Is(err, store.ErrNotFound)) {
+			pending := n.pendingWriter() != nil
+			n.forgetWriters()
+			if err != nil && pending {
+				err = nil // a label still being created: removed before it existed
+			}
+		}
+	}
+	return d.fs.errno("rm", err)
 }
 
 var _ = (fusefs.NodeRmdirer)((*labelDir)(nil))

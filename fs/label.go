@@ -155,12 +155,17 @@ func (n *labelNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 	}
 	name, ok := n.label()
 	if !ok {
-		return nil, 0, syscall.ENOENT
+		// Removed between the path walk and this open: ESTALE makes the
+		// kernel walk the path again, so an open with O_CREAT creates the
+		// label anew rather than failing.
+		return nil, 0, syscall.ESTALE
 	}
 	li, err := n.fs.st.StatLabel(ctx, name)
-	if errors.Is(err, store.ErrNotFound) && n.pendingWriter() != nil {
-		// A new label whose creator has not closed it: it has no
-		// content yet, and another writer may start one too.
+	if errors.Is(err, store.ErrNotFound) && (writing || n.pendingWriter() != nil) {
+		// A new label whose creator has not closed it has no content
+		// yet, and another writer may start one too. A label removed
+		// between the lookup and this open (open with O_CREAT racing an
+		// rm) is written anew.
 		err = nil
 	}
 	if err != nil {
@@ -329,6 +334,15 @@ type labelHandle struct {
 	// kernel releases without a flush was never really opened (the open
 	// failed after the server answered it): nothing of it is committed.
 	flushed bool
+
+	// failed is the errno of a write or truncate that failed (a full
+	// disk): the handle's new version is lost, nothing more is committed
+	// through it, and flush and fsync report it.
+	failed syscall.Errno
+
+	// removed: the label was removed (rm) before this handle committed
+	// anything; like an unlinked file's, its content goes nowhere.
+	removed bool
 }
 
 func (h *labelHandle) pending() bool {
@@ -401,6 +415,9 @@ func (h *labelHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.failed != 0 {
+		return 0, h.failed
+	}
 	if en := h.ensureSpool(1 << 62); en != 0 {
 		return 0, en
 	}
@@ -410,10 +427,15 @@ func (h *labelHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 		off = h.spool.Size()
 	}
 	n, err := h.spool.WriteAt(data, off)
-	h.dirty, h.wrote = true, true
 	if err != nil {
-		return uint32(n), h.node.fs.errno("write label", err)
+		// The spool refuses to commit after a failed write: drop it, so
+		// the label keeps what it had (and the close reports the error).
+		h.failed = h.node.fs.errno("write label", err)
+		h.spool.Discard()
+		h.spool, h.dirty = nil, false
+		return uint32(n), h.failed
 	}
+	h.dirty, h.wrote = true, true
 	return uint32(n), 0
 }
 
@@ -424,7 +446,10 @@ func (h *labelHandle) truncate(size int64) syscall.Errno {
 		return en
 	}
 	if err := h.spool.Truncate(size); err != nil {
-		return h.node.fs.errno("truncate label", err)
+		h.failed = h.node.fs.errno("truncate label", err)
+		h.spool.Discard()
+		h.spool, h.dirty = nil, false
+		return h.failed
 	}
 	h.dirty, h.wrote = true, true
 	return 0
@@ -453,11 +478,14 @@ func (h *labelHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno { r
 func (h *labelHandle) commit(ctx context.Context) syscall.Errno {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.failed != 0 {
+		return h.failed
+	}
 	if !h.dirty {
 		return 0
 	}
 	name, ok := h.node.label()
-	if !ok {
+	if !ok || h.removed {
 		// Removed while open: like an unlinked file, the content goes
 		// nowhere.
 		h.spool.Discard()
@@ -514,4 +542,21 @@ func (h *labelHandle) Release(ctx context.Context) syscall.Errno {
 		h.base = nil
 	}
 	return 0
+}
+
+// forgetWriters marks the node's open writers as removed: an rm of a label
+// that is still being created (nothing committed yet) must not come back
+// when its writer closes.
+func (n *labelNode) forgetWriters() {
+	n.mu.Lock()
+	hs := make([]*labelHandle, 0, len(n.writers))
+	for h := range n.writers {
+		hs = append(hs, h)
+	}
+	n.mu.Unlock()
+	for _, h := range hs {
+		h.mu.Lock()
+		h.removed = true
+		h.mu.Unlock()
+	}
 }

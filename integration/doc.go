@@ -7,4 +7,9 @@
 //
 // The tests need FUSE: /dev/fuse, and root or fusermount3. Without it they
 // skip, saying why.
+//
+// TestCrashLoop and TestConcurrencySoak run short under go test; with
+// THEATER_STOREFS_LONG=1 (make soak) they run long: 50 kills of the server,
+// a minute of concurrent writers. THEATER_STOREFS_SEED replays their random
+// choices.
 package integration

@@ -19,8 +19,12 @@ const helperEnv = "THEATER_STOREFS_TEST_HELPER"
 
 // helper is the holder: it opens the file named by the environment, says
 // "ok", then obeys lines on stdin: "write TEXT" writes TEXT, "close" closes
-// and exits. Each step answers "ok" or "error: ...".
+// and exits. Each step answers "ok" or "error: ...". With the mode
+// fsyncWriterMode it is fsyncWriter instead.
 func helper() int {
+	if os.Getenv(helperEnv) == fsyncWriterMode {
+		return fsyncWriter()
+	}
 	flags := os.O_WRONLY
 	if os.Getenv(helperEnv+"_TRUNC") != "" {
 		flags |= os.O_TRUNC

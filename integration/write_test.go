@@ -359,3 +359,23 @@ func TestWriteRedirectCommitsOnlyFinalContent(t *testing.T) {
 			strings.Join(got, " "), strings.Join(want, " "))
 	}
 }
+
+// TestNewLabelRedirectCommitsOnlyFinalContent is
+// TestWriteRedirectCommitsOnlyFinalContent for a label that does not exist
+// yet: `echo new > by-label/n` creates it, and the shell's dup2-and-close of
+// the descriptor before echo writes must not publish it empty. Otherwise a
+// reader (the Theater runtime) can find the new label holding nothing, a
+// server killed in between leaves it so for good, and data/ gains an empty
+// blob nobody wrote.
+func TestNewLabelRedirectCommitsOnlyFinalContent(t *testing.T) {
+	requireFuse(t)
+	t.Parallel()
+	store := emptyStore(t)
+	mnt := mountStore(t, store)
+
+	mustSh(t, mnt, "echo new > by-label/n")
+	st := wantLabelContent(t, mnt, store, "n", []byte("new\n"))
+	if _, ok := st.blobs[emptyHash]; ok {
+		t.Errorf("data/ holds the empty blob after `echo new > by-label/n`: the new label was published empty before its content")
+	}
+}

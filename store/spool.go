@@ -31,6 +31,7 @@ type Spool struct {
 	dirty  bool // written out of order: rehash at commit
 	done   bool
 	pipe   *hashPipe // hashing large writes beside the writer, once started
+	err    error     // the first write or truncate error: nothing commits after one
 }
 
 // NewSpool starts a new spool file in tmp/. No request goes to the owner:
@@ -85,7 +86,16 @@ func (sp *Spool) WriteAt(p []byte, off int64) (int, error) {
 	if sp.done {
 		return 0, os.ErrClosed
 	}
+	if sp.err != nil {
+		return 0, sp.err
+	}
 	n, err := sp.f.WriteAt(p, off)
+	if err != nil {
+		// A short write (a full disk) leaves the file's length unknown to
+		// us: the spool is spoiled, and Commit refuses it.
+		sp.err = err
+		return n, err
+	}
 	if !sp.dirty && off == sp.hashed {
 		if sp.pipe == nil && n >= pipeMin {
 			sp.pipe = newHashPipe(sp.h)
@@ -140,7 +150,11 @@ func (sp *Spool) Truncate(size int64) error {
 	if sp.done {
 		return os.ErrClosed
 	}
+	if sp.err != nil {
+		return sp.err
+	}
 	if err := sp.f.Truncate(size); err != nil {
+		sp.err = err
 		return err
 	}
 	if size != sp.hashed {
@@ -188,6 +202,12 @@ func (sp *Spool) Commit(ctx context.Context, label string, mode LabelMode) (Hash
 		}
 	}
 	sp.stopPipe()
+	if sp.err != nil {
+		return Hash{}, &Error{Op: "store", Err: fmt.Errorf("content was not written whole: %w", sp.err)}
+	}
+	if fi, err := sp.f.Stat(); err != nil || fi.Size() != sp.size {
+		return Hash{}, &Error{Op: "store", Err: fmt.Errorf("spool file is not the length written (%d bytes): %v", sp.size, err)}
+	}
 	if sp.dirty {
 		sp.h.Reset()
 		if _, err := io.CopyBuffer(sp.h, io.NewSectionReader(sp.f, 0, sp.size), make([]byte, 1<<20)); err != nil {

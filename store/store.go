@@ -114,6 +114,15 @@ func Open(dir string, opts Options) (*Store, error) {
 		root.Close()
 		return nil, &Error{Op: "open store", Name: filepath.Join(abs, LabelsDir), Err: err}
 	}
+	// tmp/ is used by path (leftovers, the verdict log): refuse one that
+	// is a symlink, which could point anywhere.
+	if fi, err := root.Lstat(TmpDir); err == nil && !fi.IsDir() {
+		s.labels.Close()
+		s.dataDir.Close()
+		s.data.Close()
+		root.Close()
+		return nil, &Error{Op: "open store", Name: filepath.Join(abs, TmpDir), Err: fmt.Errorf("%w: not a directory (a symlink?)", ErrCorrupt)}
+	}
 	if !opts.ReadOnly {
 		s.clearLeftovers()
 	}

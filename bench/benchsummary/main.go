@@ -9,10 +9,10 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"github.com/theater-storefs/theater-storefs/internal/median"
 	"io"
 	"os"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -68,28 +68,15 @@ func parse(r io.Reader) ([]*result, error) {
 	return out, sc.Err()
 }
 
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
-
 // rate is the median ops per second: a reported "<op>s/s" metric, else
 // derived from ns/op.
 func (r *result) rate() (float64, string) {
 	for unit, v := range r.values {
 		if strings.HasSuffix(unit, "/s") && unit != "MB/s" {
-			return median(v), unit
+			return median.Of(v), unit
 		}
 	}
-	if ns := median(r.values["ns/op"]); ns > 0 {
+	if ns := median.Of(r.values["ns/op"]); ns > 0 {
 		return 1e9 / ns, "ops/s"
 	}
 	return 0, "ops/s"
@@ -117,9 +104,9 @@ func report(w io.Writer, results []*result) {
 		rate, unit := r.rate()
 		mbs := "-"
 		if v, ok := r.values["MB/s"]; ok {
-			mbs = strconv.FormatFloat(median(v), 'f', 2, 64)
+			mbs = strconv.FormatFloat(median.Of(v), 'f', 2, 64)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%.1f %s\t\n", r.name, len(r.values["ns/op"]), median(r.values["ns/op"]), mbs, rate, unit)
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%.1f %s\t\n", r.name, len(r.values["ns/op"]), median.Of(r.values["ns/op"]), mbs, rate, unit)
 	}
 	tw.Flush()
 

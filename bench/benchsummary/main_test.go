@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/theater-storefs/theater-storefs/internal/median"
 	"strings"
 	"testing"
 )
@@ -27,7 +28,7 @@ func TestParseAndReport(t *testing.T) {
 	if len(rs) != 4 || rs[0].name != "Store/4KiB" || rs[1].name != groupCommit || rs[3].name != "NoMetric" {
 		t.Fatalf("parsed %d results, first %q", len(rs), rs[0].name)
 	}
-	if got := median(rs[0].values["MB/s"]); got != 1.9 {
+	if got := median.Of(rs[0].values["MB/s"]); got != 1.9 {
 		t.Errorf("median of two = %v, want 1.9", got)
 	}
 	if got, unit := rs[1].rate(); got != 4000 || unit != "stores/s" {

@@ -73,18 +73,6 @@ func TestGoals(t *testing.T) {
 	}
 }
 
-func TestMedian(t *testing.T) {
-	if m := median([]float64{5, 1, 3}); m != 3 {
-		t.Errorf("median = %v", m)
-	}
-	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
-		t.Errorf("median = %v", m)
-	}
-	if m := median(nil); m != 0 {
-		t.Errorf("median(nil) = %v", m)
-	}
-}
-
 func TestIsServer(t *testing.T) {
 	mnt := "/b/mnt/read"
 	server := []string{"/x/theater-storefs", "--store", "/s", "--log-format", "text", "mount", "--foreground", mnt}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/theater-storefs/theater-storefs/internal/median"
 	"io"
 	"runtime"
 	"slices"
@@ -39,25 +40,12 @@ type row struct {
 	notes    []string
 }
 
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
-
 // ratio is the mount's median over the baseline's, or 0.
 func (r *row) ratio() float64 {
-	if len(r.mount) == 0 || len(r.base) == 0 || median(r.base) == 0 {
+	if len(r.mount) == 0 || len(r.base) == 0 || median.Of(r.base) == 0 {
 		return 0
 	}
-	return median(r.mount) / median(r.base)
+	return median.Of(r.mount) / median.Of(r.base)
 }
 
 // met says whether the goal is reached: "yes", "no", or "—".
@@ -65,7 +53,7 @@ func (r *row) met() string {
 	if r.goal == nil || r.err != nil || r.skip != "" || len(r.mount) == 0 {
 		return "—"
 	}
-	v := median(r.mount)
+	v := median.Of(r.mount)
 	if r.goal.ratio {
 		if len(r.base) == 0 {
 			return "—"
@@ -169,12 +157,12 @@ func (b *bench) report(w io.Writer) {
 		case r.skip != "":
 			mnt = "skipped: " + r.skip
 		case len(r.mount) > 0:
-			mnt = r.format(median(r.mount))
+			mnt = r.format(median.Of(r.mount))
 		}
 		if r.baseWhat != "" {
 			base = r.baseWhat
 			if len(r.base) > 0 {
-				base = r.format(median(r.base)) + " (" + r.baseWhat + ")"
+				base = r.format(median.Of(r.base)) + " (" + r.baseWhat + ")"
 			}
 		}
 		if x := r.ratio(); x > 0 {

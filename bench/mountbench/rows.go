@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"github.com/theater-storefs/theater-storefs/internal/median"
 	"io"
 	"os"
 	"os/exec"
@@ -187,7 +188,7 @@ func passthroughVerdict(reqs []int64, size int64) string {
 	if len(reqs) == 0 {
 		return ""
 	}
-	med := median(int64sToFloats(reqs))
+	med := median.Of(int64sToFloats(reqs))
 	floor := float64(size>>20) / 4
 	if med < floor {
 		return fmt.Sprintf("active (the server saw ~%.0f requests while %s was read cold through by-hash/; without it, at least %d)", med, fmtBytes(float64(size)), size>>20)
@@ -629,7 +630,7 @@ func (b *bench) groupMillion() ([]*row, error) {
 		lsDirect = append(lsDirect, d)
 	}
 	rss.notes = append(rss.notes,
-		fmt.Sprintf("ls by-hash on a fresh mount took %s (median), ls data/ %s", fmtDur(median(lsMount)), fmtDur(median(lsDirect))),
-		fmt.Sprintf("the server exited %s (median) after the unmount that followed", fmtDur(median(exits))))
+		fmt.Sprintf("ls by-hash on a fresh mount took %s (median), ls data/ %s", fmtDur(median.Of(lsMount)), fmtDur(median.Of(lsDirect))),
+		fmt.Sprintf("the server exited %s (median) after the unmount that followed", fmtDur(median.Of(exits))))
 	return rows, nil
 }
