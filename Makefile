@@ -45,7 +45,7 @@ DEMO_STORE := .theater/demo-store
 STORE ?= $(or $(THEATER_STORE),$(if $(THEATER_HOME),$(THEATER_HOME)/store),$(HOME)/.theater/store)
 MNT   ?= $(CURDIR)/mnt
 
-.PHONY: build mount unmount test bench bench-mount fuzz soak demo clean
+.PHONY: build mount unmount install test bench bench-mount fuzz soak demo clean
 
 build:
 	$(GO) build -o $(BINARY) .
@@ -61,6 +61,10 @@ mount: build
 
 unmount:
 	./$(BINARY) unmount '$(MNT)'
+
+# For systemd units and /etc/fstab (see README).
+install: build
+	install -m 0755 $(BINARY) /usr/local/bin/$(BINARY)
 
 # The packages, named so that no pattern walks into ./mnt (a mount) or
 # bench/out (stores of a million blobs).
