@@ -133,7 +133,10 @@ func Mount(dir string, st Store, mo MountOptions) (*fuse.Server, error) {
 			MaxReadAhead:      1 << 20,
 			AllowOther:        mo.AllowOther,
 			DirectMount:       os.Geteuid() == 0,
-			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+			// Atomic O_TRUNC: a label is not truncated by a separate setattr
+			// before its open. READDIRPLUS_AUTO: a plain `ls` gets plain
+			// READDIR, so listing by-hash/ makes no node per blob.
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_READDIRPLUS_AUTO,
 			Options:           []string{"nosuid", "nodev"},
 		},
 	}
