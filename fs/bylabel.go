@@ -202,14 +202,21 @@ func (d *labelDir) Unlink(ctx context.Context, name string) syscall.Errno {
 	if en != 0 {
 		return en
 	}
-	err := d.fs.st.RemoveLabel(ctx, full)
+	var n *labelNode
 	if ch := d.GetChild(name); ch != nil {
-		if n, ok := ch.Operations().(*labelNode); ok && (err == nil || errors.Is(err, store.ErrNotFound)) {
-			pending := n.pendingWriter() != nil
-			n.forgetWriters()
-			if err != nil && pending {
-				err = nil // a label still being created: removed before it existed
-			}
+		n, _ = ch.Operations().(*labelNode)
+	}
+	if n == nil {
+		return d.fs.errno("rm", d.fs.st.RemoveLabel(ctx, full))
+	}
+	n.commitMu.Lock()
+	defer n.commitMu.Unlock()
+	err := d.fs.st.RemoveLabel(ctx, full)
+	if err == nil || errors.Is(err, store.ErrNotFound) {
+		pending := n.pendingWriter() != nil
+		n.forgetWriters()
+		if err != nil && pending {
+			err = nil // a label still being created: removed before it existed
 		}
 	}
 	return d.fs.errno("rm", err)

@@ -30,6 +30,10 @@ type labelNode struct {
 
 	mu      sync.Mutex
 	writers map[*labelHandle]struct{} // open for writing, for Getattr's size
+
+	// commitMu orders commits through this node against rm of its label.
+	// Lock order: commitMu, then mu, then a handle's mu.
+	commitMu sync.Mutex
 }
 
 func (n *labelNode) label() (string, bool) {
@@ -476,6 +480,11 @@ func (h *labelHandle) Flush(ctx context.Context) syscall.Errno {
 func (h *labelHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return h.commit(ctx) }
 
 func (h *labelHandle) commit(ctx context.Context) syscall.Errno {
+	// One commit or rm of the node's label at a time: an rm either sees
+	// the committed label and removes it, or marks this handle removed
+	// before it commits.
+	h.node.commitMu.Lock()
+	defer h.node.commitMu.Unlock()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.failed != 0 {
@@ -513,22 +522,24 @@ func (h *labelHandle) commit(ctx context.Context) syscall.Errno {
 // Release ends the handle. A truncation that no close committed (`: >
 // label`, `open(O_TRUNC)` and close) is committed now.
 func (h *labelHandle) Release(ctx context.Context) syscall.Errno {
-	// The node's lock first, never under the handle's: pendingWriter
-	// takes them in that order.
-	if h.writable {
-		h.node.mu.Lock()
-		delete(h.node.writers, h)
-		h.node.mu.Unlock()
-	}
 	h.node.fs.released(h)
 	h.mu.Lock()
 	commit := h.dirty && h.flushed
 	h.mu.Unlock()
 	if commit {
+		// Still among the node's writers while it commits, so that an rm
+		// racing this release finds it (see labelDir.Unlink).
 		if en := h.commit(context.Background()); en != 0 {
 			name, _ := h.node.label()
 			h.node.fs.log.Error("could not commit a truncated label on release", "label", name, "errno", en)
 		}
+	}
+	// The node's lock never under the handle's: pendingWriter takes them
+	// in that order.
+	if h.writable {
+		h.node.mu.Lock()
+		delete(h.node.writers, h)
+		h.node.mu.Unlock()
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
