@@ -127,12 +127,12 @@ func Mount(dir string, st Store, mo MountOptions) (*fuse.Server, error) {
 		UID:             mo.UID,
 		GID:             mo.GID,
 		MountOptions: fuse.MountOptions{
-			FsName:            mo.FsName,
-			Name:              "theater-storefs",
-			MaxWrite:          1 << 20,
-			MaxReadAhead:      1 << 20,
-			AllowOther:        mo.AllowOther,
-			DirectMount:       os.Geteuid() == 0,
+			FsName:       mo.FsName,
+			Name:         "theater-storefs",
+			MaxWrite:     1 << 20,
+			MaxReadAhead: 1 << 20,
+			AllowOther:   mo.AllowOther,
+			DirectMount:  os.Geteuid() == 0,
 			// Atomic O_TRUNC: a label is not truncated by a separate setattr
 			// before its open. READDIRPLUS_AUTO: a plain `ls` gets plain
 			// READDIR, so listing by-hash/ makes no node per blob.
