@@ -73,6 +73,8 @@ PKGS := . ./store/... ./fs/... ./internal/... ./integration/... ./bench/benchsum
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 9m $(PKGS)
+	@echo "a short run of every fuzz target:"
+	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=3s
 
 # The stores stay in place until every benchmark has run (BENCH_KEEP=1):
 # deleting them between runs would slow the file creates of the next run on

@@ -519,7 +519,13 @@ func cmdGC(c *cli.Context) error {
 	if grace == 0 {
 		grace = -1 // --grace 0: no grace at all
 	}
-	rep, err := s.GC(c.Context, store.GCOptions{DryRun: c.Bool("dry-run"), Grace: grace})
+	progress, done := progressFor(c, "gc")
+	var gcProgress store.Progress
+	if progress != nil {
+		gcProgress = func(n, _ int) { progress(n, -1) } // the total is not known ahead
+	}
+	rep, err := s.GC(c.Context, store.GCOptions{DryRun: c.Bool("dry-run"), Grace: grace, Progress: gcProgress})
+	done()
 	if err != nil {
 		return err
 	}
