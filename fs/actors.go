@@ -64,6 +64,7 @@ type actorsDir struct {
 var _ = (fusefs.NodeReaddirer)((*actorsDir)(nil))
 
 func (d *actorsDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	ctx = quick(ctx)
 	labels, err := d.fs.topLabels(ctx)
 	if err != nil {
 		return nil, d.fs.errno("list actors", err)
@@ -86,6 +87,7 @@ func (d *actorsDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errn
 var _ = (fusefs.NodeLookuper)((*actorsDir)(nil))
 
 func (d *actorsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	ctx = quick(ctx)
 	if !store.IsActorID(name) {
 		return nil, syscall.ENOENT
 	}
@@ -113,6 +115,7 @@ const chainDirName = "chain"
 var _ = (fusefs.NodeReaddirer)((*actorDir)(nil))
 
 func (d *actorDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	ctx = quick(ctx)
 	labels, err := d.fs.topLabels(ctx)
 	if err != nil {
 		return nil, d.fs.errno("list actor", err)
@@ -134,6 +137,7 @@ func (d *actorDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno
 var _ = (fusefs.NodeLookuper)((*actorDir)(nil))
 
 func (d *actorDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	ctx = quick(ctx)
 	labels, err := d.fs.topLabels(ctx)
 	if err != nil {
 		return nil, d.fs.errno("lookup actor file", err)
@@ -204,6 +208,7 @@ func chainEntryName(seq int, h store.Hash) string { return fmt.Sprintf("%06d-%s"
 var _ = (fusefs.NodeReaddirer)((*chainDir)(nil))
 
 func (d *chainDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	ctx = quick(ctx)
 	events, en := d.chain(ctx)
 	if en != 0 {
 		return nil, en
@@ -218,6 +223,7 @@ func (d *chainDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno
 var _ = (fusefs.NodeLookuper)((*chainDir)(nil))
 
 func (d *chainDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	ctx = quick(ctx)
 	_, hashStr, ok := strings.Cut(name, "-")
 	if !ok || !store.IsHashName(hashStr) {
 		return nil, syscall.ENOENT

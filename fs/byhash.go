@@ -22,6 +22,7 @@ var _ = (fusefs.NodeLookuper)((*byHashDir)(nil))
 // Lookup answers from one stat of the blob. A name that is not a hash is
 // ENOENT without asking the store.
 func (d *byHashDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	ctx = quick(ctx)
 	h, err := store.ParseHash(name)
 	if err != nil {
 		return nil, syscall.ENOENT
@@ -45,6 +46,7 @@ var _ = (fusefs.NodeReaddirer)((*byHashDir)(nil))
 
 // Readdir lists every blob, sorted.
 func (d *byHashDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	ctx = quick(ctx)
 	hashes, err := d.fs.st.ListAllContent(ctx)
 	if err != nil {
 		return nil, d.fs.errno("list blobs", err)
@@ -70,6 +72,7 @@ func (s *hashStream) Close() {}
 var _ = (fusefs.NodeGetattrer)((*byHashDir)(nil))
 
 func (d *byHashDir) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	ctx = quick(ctx)
 	d.fs.dirAttr(&out.Attr, 0o555)
 	out.SetTimeout(blobTimeout)
 	return 0
@@ -93,6 +96,7 @@ var _ = (fusefs.NodeGetattrer)((*blobNode)(nil))
 // Getattr asks the store each time; the kernel asks only when its
 // hour-long cache ran out or was invalidated.
 func (n *blobNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	ctx = quick(ctx)
 	bi, err := n.fs.st.Stat(ctx, n.hash)
 	if err != nil {
 		return n.fs.errno("stat blob", err)

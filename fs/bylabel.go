@@ -59,6 +59,7 @@ func (d *labelDir) child(name string) (string, syscall.Errno) {
 var _ = (fusefs.NodeLookuper)((*labelDir)(nil))
 
 func (d *labelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	ctx = quick(ctx)
 	full, en := d.child(name)
 	if en != 0 {
 		return nil, syscall.ENOENT
@@ -105,6 +106,7 @@ func (d *labelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 var _ = (fusefs.NodeReaddirer)((*labelDir)(nil))
 
 func (d *labelDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	ctx = quick(ctx)
 	ns, ok := labelName(&d.Inode)
 	if !ok {
 		return nil, syscall.ENOENT
@@ -176,6 +178,7 @@ func (d *labelDir) Create(ctx context.Context, name string, flags uint32, mode u
 var _ = (fusefs.NodeMkdirer)((*labelDir)(nil))
 
 func (d *labelDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	ctx = quick(ctx)
 	if d.fs.readOnly {
 		return nil, syscall.EROFS
 	}
@@ -195,6 +198,7 @@ var _ = (fusefs.NodeUnlinker)((*labelDir)(nil))
 
 // Unlink removes a label; its blobs stay until garbage collection.
 func (d *labelDir) Unlink(ctx context.Context, name string) syscall.Errno {
+	ctx = quick(ctx)
 	if d.fs.readOnly {
 		return syscall.EROFS
 	}
@@ -225,6 +229,7 @@ func (d *labelDir) Unlink(ctx context.Context, name string) syscall.Errno {
 var _ = (fusefs.NodeRmdirer)((*labelDir)(nil))
 
 func (d *labelDir) Rmdir(ctx context.Context, name string) syscall.Errno {
+	ctx = quick(ctx)
 	if d.fs.readOnly {
 		return syscall.EROFS
 	}
@@ -240,6 +245,7 @@ var _ = (fusefs.NodeRenamer)((*labelDir)(nil))
 // Rename moves a label or namespace atomically, replacing a label at the
 // target: editors and rsync write a temp name and rename it over.
 func (d *labelDir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	ctx = quick(ctx)
 	if d.fs.readOnly {
 		return syscall.EROFS
 	}

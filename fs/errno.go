@@ -69,3 +69,11 @@ func (f *fsys) refuseChange() syscall.Errno {
 	}
 	return syscall.EACCES
 }
+
+// quick detaches a fast metadata operation from the caller's interrupts.
+// The kernel sends FUSE_INTERRUPT whenever the calling thread gets a
+// signal; Go programs get SIGURG all the time (goroutine preemption), and
+// failing a lookup or getxattr with EINTR then surfaces as a spurious
+// error. Only operations that can take long (verifying a blob on open,
+// committing a spool) stay interruptible.
+func quick(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }

@@ -70,6 +70,7 @@ var _ = (fusefs.NodeGetattrer)((*labelNode)(nil))
 // uncommitted version. The kernel must ask each time (attribute timeout 0),
 // or it would show one process's answer to all.
 func (n *labelNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	ctx = quick(ctx)
 	out.SetTimeout(0)
 	if h := n.writerOf(ctx, fh); h != nil {
 		n.fs.fileAttr(&out.Attr, n.perm(), h.size(), timeNow())
@@ -276,6 +277,7 @@ var (
 )
 
 func (n *labelNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	ctx = quick(ctx)
 	if attr != xattrHash && attr != xattrRefs {
 		return 0, syscall.ENODATA
 	}
