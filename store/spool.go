@@ -30,8 +30,8 @@ type Spool struct {
 	size   int64
 	dirty  bool // written out of order: rehash at commit
 	done   bool
-	pipe   *hashPipe // hashing large writes beside the writer, once started
-	err    error     // the first write or truncate error: nothing commits after one
+	pipe   *writePipe // writing and hashing large writes beside the writer
+	err    error      // the first write or truncate error: nothing commits after one
 }
 
 // NewSpool starts a new spool file in tmp/. No request goes to the owner:
@@ -81,13 +81,37 @@ func (s *Store) createTemp(prefix string) (string, *os.File, error) {
 // Write appends p.
 func (sp *Spool) Write(p []byte) (int, error) { return sp.WriteAt(p, sp.size) }
 
-// WriteAt writes p at off.
+// WriteAt writes p at off. Large writes in order go through a pipeline:
+// the bytes are copied, and written to the spool file and hashed by two
+// goroutines while the caller goes on, so a file copied through the mount
+// runs at the speed of the slower of the disk and the hash, not of both in
+// turn. A write error from the pipeline surfaces at the next call (or at
+// Commit, which refuses the spool). Any other write waits for the pipeline
+// first.
 func (sp *Spool) WriteAt(p []byte, off int64) (int, error) {
 	if sp.done {
 		return 0, os.ErrClosed
 	}
 	if sp.err != nil {
 		return 0, sp.err
+	}
+	if !sp.dirty && off == sp.hashed && (sp.pipe != nil || len(p) >= pipeMin) {
+		if sp.pipe == nil {
+			sp.pipe = newWritePipe(sp.f, sp.h)
+		}
+		if err := sp.pipe.write(p, off); err != nil {
+			sp.err = err
+			sp.stopPipe()
+			return 0, err
+		}
+		sp.hashed += int64(len(p))
+		if end := off + int64(len(p)); end > sp.size {
+			sp.size = end
+		}
+		return len(p), nil
+	}
+	if err := sp.stopPipe(); err != nil {
+		return 0, err
 	}
 	n, err := sp.f.WriteAt(p, off)
 	if err != nil {
@@ -97,14 +121,7 @@ func (sp *Spool) WriteAt(p []byte, off int64) (int, error) {
 		return n, err
 	}
 	if !sp.dirty && off == sp.hashed {
-		if sp.pipe == nil && n >= pipeMin {
-			sp.pipe = newHashPipe(sp.h)
-		}
-		if sp.pipe != nil {
-			sp.pipe.write(p[:n]) // in order, after what it holds
-		} else {
-			sp.h.Write(p[:n])
-		}
+		sp.h.Write(p[:n])
 		sp.hashed += int64(n)
 	} else if n > 0 {
 		sp.dirty = true
@@ -143,15 +160,20 @@ func (sp *Spool) ReadFrom(r io.Reader) (int64, error) {
 }
 
 // ReadAt reads the spooled content, for a file being edited.
-func (sp *Spool) ReadAt(p []byte, off int64) (int, error) { return sp.f.ReadAt(p, off) }
+func (sp *Spool) ReadAt(p []byte, off int64) (int, error) {
+	if err := sp.stopPipe(); err != nil {
+		return 0, err
+	}
+	return sp.f.ReadAt(p, off)
+}
 
 // Truncate sets the spool's size.
 func (sp *Spool) Truncate(size int64) error {
 	if sp.done {
 		return os.ErrClosed
 	}
-	if sp.err != nil {
-		return sp.err
+	if err := sp.stopPipe(); err != nil {
+		return err
 	}
 	if err := sp.f.Truncate(size); err != nil {
 		sp.err = err
@@ -168,8 +190,12 @@ func (sp *Spool) Truncate(size int64) error {
 func (sp *Spool) Size() int64 { return sp.size }
 
 // File returns the spool's open file, for reading its bytes (a passthrough
-// or copy). Writes must go through the Spool.
-func (sp *Spool) File() *os.File { return sp.f }
+// or copy), once every write has reached it. Writes must go through the
+// Spool.
+func (sp *Spool) File() *os.File {
+	sp.stopPipe()
+	return sp.f
+}
 
 // selfSyncSize is the spool size from which the writer fsyncs its own
 // spool rather than leave it to the owner's batch sync.
@@ -302,49 +328,91 @@ func (s *Store) putBytes(ctx context.Context, content []byte, label string, mode
 	return sp.Commit(ctx, label, mode)
 }
 
-// stopPipe waits for the hashing goroutine to finish what it was handed.
-func (sp *Spool) stopPipe() {
+// stopPipe waits for the pipeline to finish what it was handed, and
+// returns (and keeps) the first error it met.
+func (sp *Spool) stopPipe() error {
 	if sp.pipe != nil {
-		sp.pipe.wait()
+		if err := sp.pipe.wait(); err != nil && sp.err == nil {
+			sp.err = err
+		}
 		sp.pipe = nil
 	}
+	return sp.err
 }
 
-// Hashing beside the writer: a spool written in large pieces (a file
-// copied through the mount, a put from a pipe) hands each piece to a
-// goroutine that hashes it while the writer waits for its next piece. The
-// pieces are copies, since the writer's buffer is reused as soon as WriteAt
-// returns, and at most pipeDepth of them wait, so memory stays bounded.
+// The pipeline for large writes in order: a copy of each piece goes to a
+// writer goroutine (pwrite into the spool file), then to a hasher
+// goroutine. At most pipeDepth pieces wait at each stage, so memory stays
+// bounded (a few MiB a spool).
 const (
-	pipeMin   = 64 << 10 // smaller writes are hashed in place
+	pipeMin   = 64 << 10 // smaller writes are done in place
 	pipeDepth = 4
 )
 
-type hashPipe struct {
-	h    *Hasher
-	ch   chan *[]byte
-	done chan struct{}
+type writePipe struct {
+	f      *os.File
+	h      *Hasher
+	write1 chan pipeChunk
+	hash1  chan *[]byte
+	done   chan struct{}
+
+	mu  sync.Mutex
+	err error
+}
+
+type pipeChunk struct {
+	b   *[]byte
+	off int64
 }
 
 var chunks = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
 
-func newHashPipe(h *Hasher) *hashPipe {
-	p := &hashPipe{h: h, ch: make(chan *[]byte, pipeDepth), done: make(chan struct{})}
-	go p.run()
+func newWritePipe(f *os.File, h *Hasher) *writePipe {
+	p := &writePipe{f: f, h: h,
+		write1: make(chan pipeChunk, pipeDepth),
+		hash1:  make(chan *[]byte, pipeDepth),
+		done:   make(chan struct{}),
+	}
+	go p.writer()
+	go p.hasher()
 	return p
 }
 
-func (p *hashPipe) run() {
+func (p *writePipe) writer() {
+	defer close(p.hash1)
+	for c := range p.write1 {
+		if p.failed() == nil {
+			if _, err := p.f.WriteAt(*c.b, c.off); err != nil {
+				p.mu.Lock()
+				p.err = err
+				p.mu.Unlock()
+			}
+		}
+		p.hash1 <- c.b
+	}
+}
+
+func (p *writePipe) hasher() {
 	defer close(p.done)
-	for c := range p.ch {
-		p.h.Write(*c)
-		if cap(*c) == 1<<20 {
-			chunks.Put(c)
+	for b := range p.hash1 {
+		p.h.Write(*b)
+		if cap(*b) == 1<<20 {
+			chunks.Put(b)
 		}
 	}
 }
 
-func (p *hashPipe) write(b []byte) {
+func (p *writePipe) failed() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// write hands a copy of b, to go at off, to the pipeline.
+func (p *writePipe) write(b []byte, off int64) error {
+	if err := p.failed(); err != nil {
+		return err
+	}
 	var c *[]byte
 	if len(b) <= 1<<20 {
 		c = chunks.Get().(*[]byte)
@@ -353,10 +421,13 @@ func (p *hashPipe) write(b []byte) {
 		cp := append([]byte(nil), b...)
 		c = &cp
 	}
-	p.ch <- c
+	p.write1 <- pipeChunk{c, off}
+	return nil
 }
 
-func (p *hashPipe) wait() {
-	close(p.ch)
+// wait closes the pipeline, lets it drain, and returns its first error.
+func (p *writePipe) wait() error {
+	close(p.write1)
 	<-p.done
+	return p.failed()
 }
