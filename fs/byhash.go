@@ -111,6 +111,7 @@ var _ = (fusefs.NodeOpener)((*blobNode)(nil))
 // Open verifies the blob (once in its life) and hands the kernel its open
 // file: by passthrough where the kernel can, by pread otherwise.
 func (n *blobNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	ctx = quick(ctx)
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, n.fs.refuseChange()
 	}

@@ -68,16 +68,26 @@ func (d *labelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	if errors.Is(err, store.ErrIsNamespace) {
 		d.fs.dirAttr(&out.Attr, 0o755)
 		setTimeouts(out, d.fs.labelTTL)
+		// The same node again, if there is one: its children include
+		// labels being created, which the store does not know yet.
+		if ch := d.GetChild(name); ch != nil {
+			if _, ok := ch.Operations().(*labelDir); ok {
+				return ch, 0
+			}
+		}
 		return d.NewInode(ctx, &labelDir{fs: d.fs}, fusefs.StableAttr{Mode: syscall.S_IFDIR}), 0
 	}
 	if errors.Is(err, store.ErrNotFound) {
 		// A label being created, not closed yet, is there for its
 		// writers, with nothing committed.
 		if ch := d.GetChild(name); ch != nil {
-			if n, ok := ch.Operations().(*labelNode); ok && n.pendingWriter() != nil {
-				d.fs.fileAttr(&out.Attr, n.perm(), 0, timeNow())
-				setTimeouts(out, d.fs.labelTTL)
-				return ch, 0
+			if n, ok := ch.Operations().(*labelNode); ok {
+				var pending bool
+				if li, pending, err = n.statLabel(ctx, full); pending {
+					d.fs.fileAttr(&out.Attr, n.perm(), 0, timeNow())
+					setTimeouts(out, d.fs.labelTTL)
+					return ch, 0
+				}
 			}
 		}
 	}
@@ -149,6 +159,7 @@ var _ = (fusefs.NodeCreater)((*labelDir)(nil))
 // Create makes a new label. It exists in the store once the file is closed
 // or fsynced, holding what was written (nothing, for touch).
 func (d *labelDir) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
+	ctx = quick(ctx)
 	if d.fs.readOnly {
 		return nil, nil, 0, syscall.EROFS
 	}

@@ -70,10 +70,12 @@ func (f *fsys) refuseChange() syscall.Errno {
 	return syscall.EACCES
 }
 
-// quick detaches a fast metadata operation from the caller's interrupts.
-// The kernel sends FUSE_INTERRUPT whenever the calling thread gets a
-// signal; Go programs get SIGURG all the time (goroutine preemption), and
-// failing a lookup or getxattr with EINTR then surfaces as a spurious
-// error. Only operations that can take long (verifying a blob on open,
-// committing a spool) stay interruptible.
+// quick detaches an operation from the caller's interrupts. The kernel
+// sends FUSE_INTERRUPT whenever the calling thread gets a signal; Go
+// programs get SIGURG all the time (goroutine preemption). Failing a
+// lookup with EINTR is a spurious error; failing a close would lose the
+// write it commits, and failing the open of a large blob being verified
+// would make a Go client (which retries EINTR) start over forever. So no
+// operation is cut short by an interrupt: like a local file system's, they
+// finish, and only unmounting stops them.
 func quick(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }

@@ -80,8 +80,8 @@ func (n *labelNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse
 	if !ok {
 		return syscall.ENOENT
 	}
-	li, err := n.fs.st.StatLabel(ctx, name)
-	if errors.Is(err, store.ErrNotFound) && n.pendingWriter() != nil {
+	li, pending, err := n.statLabel(ctx, name)
+	if pending {
 		// Created and not closed yet: nothing is committed.
 		n.fs.fileAttr(&out.Attr, n.perm(), 0, timeNow())
 		return 0
@@ -133,6 +133,29 @@ func processOf(tid uint32) uint32 {
 	return tid
 }
 
+// statLabel is StatLabel as this node sees it: a label that one of its
+// writers is creating is pending, not missing, also while that writer is
+// committing it this very moment.
+func (n *labelNode) statLabel(ctx context.Context, name string) (li store.LabelInfo, pending bool, err error) {
+	li, err = n.fs.st.StatLabel(ctx, name)
+	if !errors.Is(err, store.ErrNotFound) || !n.hasWriters() {
+		return li, false, err
+	}
+	n.commitMu.Lock() // wait out a commit under way
+	n.commitMu.Unlock()
+	li, err = n.fs.st.StatLabel(ctx, name)
+	if errors.Is(err, store.ErrNotFound) && n.hasWriters() {
+		return store.LabelInfo{}, true, nil
+	}
+	return li, false, err
+}
+
+func (n *labelNode) hasWriters() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.writers) > 0
+}
+
 // pendingWriter returns a handle whose content has not been committed yet,
 // if there is one.
 func (n *labelNode) pendingWriter() *labelHandle {
@@ -149,6 +172,7 @@ func (n *labelNode) pendingWriter() *labelHandle {
 var _ = (fusefs.NodeOpener)((*labelNode)(nil))
 
 func (n *labelNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	ctx = quick(ctx)
 	writing := flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0
 	if writing {
 		if n.fs.readOnly {
@@ -165,8 +189,8 @@ func (n *labelNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 		// label anew rather than failing.
 		return nil, 0, syscall.ESTALE
 	}
-	li, err := n.fs.st.StatLabel(ctx, name)
-	if errors.Is(err, store.ErrNotFound) && (writing || n.pendingWriter() != nil) {
+	li, _, err := n.statLabel(ctx, name)
+	if errors.Is(err, store.ErrNotFound) && writing {
 		// A new label whose creator has not closed it has no content
 		// yet, and another writer may start one too. A label removed
 		// between the lookup and this open (open with O_CREAT racing an
@@ -235,6 +259,7 @@ var _ = (fusefs.NodeSetattrer)((*labelNode)(nil))
 // truncate(1)); mode, owner and times are accepted and not stored, so
 // touch, cp -p, rsync -a and sed -i work.
 func (n *labelNode) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	ctx = quick(ctx)
 	if n.fs.readOnly {
 		return syscall.EROFS
 	}
@@ -300,6 +325,7 @@ func (n *labelNode) Getxattr(ctx context.Context, attr string, dest []byte) (uin
 }
 
 func (n *labelNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	ctx = quick(ctx)
 	return xattrReply(xattrNames(xattrHash, xattrRefs), dest)
 }
 
@@ -468,6 +494,7 @@ func (h *labelHandle) truncate(size int64) syscall.Errno {
 // publish an empty version nobody wrote. Its commit waits for a write,
 // fsync or Release (so `touch new` and `: > label` commit on release).
 func (h *labelHandle) Flush(ctx context.Context) syscall.Errno {
+	ctx = quick(ctx)
 	h.mu.Lock()
 	h.flushed = true
 	onlyTruncated := h.dirty && !h.wrote
@@ -479,7 +506,9 @@ func (h *labelHandle) Flush(ctx context.Context) syscall.Errno {
 }
 
 // Fsync commits: the content is durable when it returns.
-func (h *labelHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return h.commit(ctx) }
+func (h *labelHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return h.commit(quick(ctx))
+}
 
 func (h *labelHandle) commit(ctx context.Context) syscall.Errno {
 	// One commit or rm of the node's label at a time: an rm either sees
