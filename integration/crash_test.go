@@ -100,18 +100,7 @@ func startFsyncWriter(t *testing.T) *fsyncClient {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), helperEnv+"="+fsyncWriterMode)
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	in, stdout := startHelper(t, cmd)
 	c := &fsyncClient{cmd: cmd, in: in, out: make(chan string)}
 	go func() {
 		sc := bufio.NewScanner(stdout)

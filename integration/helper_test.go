@@ -61,6 +61,25 @@ func helper() int {
 	return 1
 }
 
+// startHelper starts this test binary as a helper process (cmd, with its
+// mode in the environment) and returns its standard input and output.
+func startHelper(t *testing.T, cmd *exec.Cmd) (io.WriteCloser, io.ReadCloser) {
+	t.Helper()
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return in, out
+}
+
 // holder drives a helper process holding a file open for writing.
 type holder struct {
 	t   *testing.T
@@ -81,18 +100,7 @@ func holdOpen(t *testing.T, path string, flags int) *holder {
 	if flags&os.O_CREATE != 0 {
 		cmd.Env = append(cmd.Env, helperEnv+"_CREATE=1")
 	}
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	in, out := startHelper(t, cmd)
 	h := &holder{t: t, cmd: cmd, in: in, out: bufio.NewReader(out)}
 	t.Cleanup(func() {
 		in.Close()
