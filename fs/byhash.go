@@ -115,11 +115,11 @@ func (n *blobNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, n.fs.refuseChange()
 	}
-	f, _, err := n.fs.st.Open(ctx, n.hash)
+	f, bi, err := n.fs.st.Open(ctx, n.hash)
 	if err != nil {
 		return nil, 0, n.fs.errno("open blob", err)
 	}
-	bh := &blobHandle{fs: n.fs, f: f}
+	bh := &blobHandle{fs: n.fs, f: f, small: bi.Size < passthroughMin}
 	n.fs.opened(bh)
 	// Nothing to flush on close: spare the kernel the round trip.
 	return bh, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
@@ -159,9 +159,10 @@ func (n *blobNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 
 // blobHandle is an open, verified blob.
 type blobHandle struct {
-	fs   *fsys
-	f    *os.File
-	once sync.Once
+	fs    *fsys
+	f     *os.File
+	small bool // below passthroughMin: no passthrough
+	once  sync.Once
 }
 
 var (
@@ -180,9 +181,15 @@ func (h *blobHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	return fuse.ReadResultData(dest[:n]), 0
 }
 
+// passthroughMin is the size from which a blob is read by passthrough.
+// Setting a backing file up and tearing it down costs two more calls into
+// the kernel an open; a small blob is read once into the page cache
+// (FOPEN_KEEP_CACHE) and served from there.
+const passthroughMin = 256 << 10
+
 // PassthroughFd lets the kernel read the blob file itself (Linux 6.9+,
 // with CAP_SYS_ADMIN); go-fuse falls back to Read where it cannot.
-func (h *blobHandle) PassthroughFd() (int, bool) { return int(h.f.Fd()), true }
+func (h *blobHandle) PassthroughFd() (int, bool) { return int(h.f.Fd()), !h.small }
 
 func (h *blobHandle) Release(ctx context.Context) syscall.Errno {
 	h.once.Do(func() {
