@@ -72,7 +72,7 @@ var _ = (fusefs.NodeGetattrer)((*labelNode)(nil))
 func (n *labelNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	ctx = quick(ctx)
 	out.SetTimeout(0)
-	if h := n.writerOf(ctx, fh); h != nil {
+	if h := n.writerOf(ctx); h != nil {
 		n.fs.fileAttr(&out.Attr, n.perm(), h.size(), timeNow())
 		return 0
 	}
@@ -96,7 +96,7 @@ func (n *labelNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse
 // writerOf returns an uncommitted writer opened by the process asking.
 // The file handle is no guide: the kernel sends none with a getattr, and
 // go-fuse then passes the node's first open handle, whoever opened it.
-func (n *labelNode) writerOf(ctx context.Context, _ fusefs.FileHandle) *labelHandle {
+func (n *labelNode) writerOf(ctx context.Context) *labelHandle {
 	w := n.pendingWriter()
 	if w == nil {
 		return nil
