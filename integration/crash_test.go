@@ -109,17 +109,6 @@ func startFsyncWriter(t *testing.T) *fsyncClient {
 		}
 		close(c.out)
 	}()
-	t.Cleanup(func() {
-		in.Close()
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
 	return c
 }
 

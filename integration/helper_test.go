@@ -63,6 +63,7 @@ func helper() int {
 
 // startHelper starts this test binary as a helper process (cmd, with its
 // mode in the environment) and returns its standard input and output.
+// The helper is ended when the test is.
 func startHelper(t *testing.T, cmd *exec.Cmd) (io.WriteCloser, io.ReadCloser) {
 	t.Helper()
 	cmd.Stderr = os.Stderr
@@ -77,6 +78,19 @@ func startHelper(t *testing.T, cmd *exec.Cmd) (io.WriteCloser, io.ReadCloser) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// At the end: close its input, which ends it, and wait (killing it
+	// after 5 s).
+	t.Cleanup(func() {
+		in.Close()
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
 	return in, out
 }
 
@@ -102,17 +116,6 @@ func holdOpen(t *testing.T, path string, flags int) *holder {
 	}
 	in, out := startHelper(t, cmd)
 	h := &holder{t: t, cmd: cmd, in: in, out: bufio.NewReader(out)}
-	t.Cleanup(func() {
-		in.Close()
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
 	h.reply("open")
 	return h
 }

@@ -190,6 +190,19 @@ func (s *Store) CalculateTotalSize(ctx context.Context) (int64, error) {
 // scanData calls fn for every blob-named regular file in data/, reading the
 // directory in batches on the owner so memory stays flat.
 func (s *Store) scanData(ctx context.Context, fn func(Hash, os.DirEntry) error) error {
+	return s.eachDataEntry(ctx, func(de os.DirEntry) error {
+		name := de.Name()
+		if !de.Type().IsRegular() || !IsHashName(name) {
+			return nil
+		}
+		h, _ := ParseHash(name)
+		return fn(h, de)
+	})
+}
+
+// eachDataEntry calls fn for every entry of data/, whatever it is, reading
+// the directory in batches (opened on the owner) so memory stays flat.
+func (s *Store) eachDataEntry(ctx context.Context, fn func(os.DirEntry) error) error {
 	d, err := call(ctx, s, func() (*os.File, error) { return s.data.Open(".") })
 	if err != nil {
 		return &Error{Op: "list", Name: DataDir, Err: err}
@@ -201,12 +214,7 @@ func (s *Store) scanData(ctx context.Context, fn func(Hash, os.DirEntry) error) 
 		}
 		des, err := d.ReadDir(4096)
 		for _, de := range des {
-			name := de.Name()
-			if !de.Type().IsRegular() || !IsHashName(name) {
-				continue
-			}
-			h, _ := ParseHash(name)
-			if err := fn(h, de); err != nil {
+			if err := fn(de); err != nil {
 				return err
 			}
 		}

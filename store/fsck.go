@@ -79,24 +79,22 @@ func (s *Store) Verify(ctx context.Context, progress Progress) (*FsckReport, err
 // label: names that are not hashes, symlinks (which Theater would follow),
 // directories among the blobs, FIFOs and devices. Nothing is followed.
 func (s *Store) strays(ctx context.Context) ([]Problem, error) {
-	return call(ctx, s, func() ([]Problem, error) {
+	var out []Problem
+	err := s.eachDataEntry(ctx, func(de os.DirEntry) error {
+		switch {
+		case !IsHashName(de.Name()):
+			out = append(out, Problem{Kind: "stray", Name: DataDir + "/" + de.Name(), Detail: "not named by a hash"})
+		case !de.Type().IsRegular():
+			out = append(out, Problem{Kind: "stray", Name: DataDir + "/" + de.Name(), Detail: "not a regular file (" + de.Type().String() + ")"})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	labelStrays, err := call(ctx, s, func() ([]Problem, error) {
 		var out []Problem
-		des, err := s.dataDir.ReadDir(-1)
-		if _, serr := s.dataDir.Seek(0, io.SeekStart); serr != nil && err == nil {
-			err = serr
-		}
-		if err != nil {
-			return nil, &Error{Op: "fsck", Name: DataDir, Err: err}
-		}
-		for _, de := range des {
-			switch {
-			case !IsHashName(de.Name()):
-				out = append(out, Problem{Kind: "stray", Name: DataDir + "/" + de.Name(), Detail: "not named by a hash"})
-			case !de.Type().IsRegular():
-				out = append(out, Problem{Kind: "stray", Name: DataDir + "/" + de.Name(), Detail: "not a regular file (" + de.Type().String() + ")"})
-			}
-		}
-		err = fs.WalkDir(s.labels.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		err := fs.WalkDir(s.labels.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}
@@ -108,9 +106,14 @@ func (s *Store) strays(ctx context.Context) ([]Problem, error) {
 		if err != nil {
 			return nil, &Error{Op: "fsck", Name: LabelsDir, Err: err}
 		}
-		slices.SortFunc(out, func(a, b Problem) int { return strings.Compare(a.Name, b.Name) })
 		return out, nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, labelStrays...)
+	slices.SortFunc(out, func(a, b Problem) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
 }
 
 // checkBlob hashes one blob in full, whatever the remembered verdict says.
