@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -138,23 +139,25 @@ var _ = (fusefs.NodeLookuper)((*actorDir)(nil))
 
 func (d *actorDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	ctx = quick(ctx)
-	labels, err := d.fs.topLabels(ctx)
-	if err != nil {
-		return nil, d.fs.errno("lookup actor file", err)
+	// The label behind the name, asked for directly rather than found
+	// in a listing of every label: <id>:<name>, and for "actor" Theater's
+	// actor:<id> when there is no <id>:actor.
+	label := d.id + ":" + name
+	li, err := d.fs.st.StatLabel(ctx, label)
+	if errors.Is(err, store.ErrNotFound) && name == "actor" {
+		label = "actor:" + d.id
+		li, err = d.fs.st.StatLabel(ctx, label)
 	}
-	files := actorFiles(d.id, labels)
-	if name == chainDirName {
-		if _, ok := files["chain-head"]; ok {
+	if errors.Is(err, store.ErrNotFound) && name == chainDirName {
+		if _, herr := d.fs.st.StatLabel(ctx, store.ChainHeadLabel(d.id)); herr == nil {
 			d.fs.dirAttr(&out.Attr, 0o555)
 			setTimeouts(out, d.fs.labelTTL)
 			return d.NewInode(ctx, &chainDir{fixedDir: fixedDir{fs: d.fs}, id: d.id}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: nameIno("chain", d.id)}), 0
 		}
 	}
-	label, ok := files[name]
-	if !ok {
-		return nil, syscall.ENOENT
+	if errors.Is(err, store.ErrIsNamespace) || errors.Is(err, store.ErrInvalidLabel) {
+		return nil, syscall.ENOENT // actors/<id>/ shows labels, not namespaces
 	}
-	li, err := d.fs.st.StatLabel(ctx, label)
 	if err != nil {
 		return nil, d.fs.errno("lookup actor file", err)
 	}
