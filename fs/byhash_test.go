@@ -3,7 +3,9 @@ package fs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -253,9 +255,15 @@ func TestByHashXattr(t *testing.T) {
 	_, err = unix.Getxattr(p, xattrHash, make([]byte, 10))
 	wantErrno(t, "Getxattr into a 10-byte buffer", err, syscall.ERANGE)
 
-	for _, attr := range []string{"user.other", xattrRefs, "security.capability", "trusted.x"} {
+	for _, attr := range []string{"user.other", xattrRefs} {
 		_, err := unix.Getxattr(p, attr, buf)
 		wantErrno(t, "Getxattr("+attr+")", err, syscall.ENODATA)
+	}
+	// No security labels, capabilities or ACLs: those namespaces are not
+	// supported at all, rather than empty.
+	for _, attr := range []string{"security.capability", "security.selinux", "trusted.x", "system.posix_acl_access"} {
+		_, err := unix.Getxattr(p, attr, buf)
+		wantErrno(t, "Getxattr("+attr+")", err, syscall.ENOTSUP)
 	}
 
 	n, err = unix.Listxattr(p, nil)
@@ -367,5 +375,33 @@ func TestByHashCorruptBlob(t *testing.T) {
 	}
 	if !strings.Contains(m.logs.String(), h.String()) {
 		t.Errorf("no log line names the corrupt blob %s; log:\n%s", h, m.logs)
+	}
+}
+
+// TestLsLongAsksOnce: ls -l probes every file for a security label and an
+// ACL. The mount answers those namespaces ENOTSUP, so ls stops asking
+// after the first file instead of costing two round trips a file.
+func TestLsLongAsksOnce(t *testing.T) {
+	t.Parallel()
+	ls, err := exec.LookPath("ls")
+	if err != nil {
+		t.Skip("no ls")
+	}
+	stats := NewStats()
+	m := mountStore(t, MountOptions{Stats: stats})
+	const n = 200
+	for i := range n {
+		m.put(fmt.Sprintf("blob %d", i))
+	}
+	before := stats.Snapshot().Ops["getxattr"].Count
+	out, err := exec.Command(ls, "-l", "--color=never", m.path("by-hash")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ls -l: %v\n%s", err, out)
+	}
+	if lines := strings.Count(string(out), "\n"); lines != n+1 { // and "total"
+		t.Errorf("ls -l printed %d lines, want %d:\n%s", lines, n+1, out)
+	}
+	if asked := stats.Snapshot().Ops["getxattr"].Count - before; asked > 4 {
+		t.Errorf("ls -l of %d files made %d getxattr requests, want at most 4", n, asked)
 	}
 }

@@ -166,7 +166,7 @@ func Mount(dir string, st Store, mo MountOptions) (*fuse.Server, error) {
 	if mo.Debug {
 		debugLog = root.fs.log
 	}
-	raw := newStatsFS(fusefs.NewNodeFS(root, opts), mo.Stats, debugLog)
+	raw := newStatsFS(userOnly{fusefs.NewNodeFS(root, opts)}, mo.Stats, debugLog)
 	server, err := fuse.NewServer(raw, dir, &opts.MountOptions)
 	if err != nil {
 		w.Close()

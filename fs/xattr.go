@@ -4,6 +4,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/theater-storefs/theater-storefs/store"
 )
 
@@ -37,4 +38,19 @@ func refsValue(refs []store.Hash) []byte {
 		b = append(b, '\n')
 	}
 	return b
+}
+
+// userOnly answers getxattr for every name outside the user. namespace
+// (security.selinux, system.posix_acl_access, trusted.*) with ENOTSUP: the
+// mount keeps no security labels and no ACLs. ENODATA would say "supported,
+// just not set on this file", and tools ask again for every file: ls -l
+// probes two names a file, two FUSE round trips each, where ENOTSUP lets it
+// stop asking for the whole file system after the first.
+type userOnly struct{ fuse.RawFileSystem }
+
+func (u userOnly) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	if !strings.HasPrefix(attr, "user.") {
+		return 0, fuse.ENOTSUP
+	}
+	return u.RawFileSystem.GetXAttr(cancel, h, attr, dest)
 }
