@@ -150,14 +150,18 @@ func (s *Store) Exists(ctx context.Context, h Hash) (bool, error) {
 // Stat returns a blob's size and modification time without verifying it.
 func (s *Store) Stat(ctx context.Context, h Hash) (BlobInfo, error) {
 	return call(ctx, s, func() (BlobInfo, error) {
-		fi, err := s.data.Lstat(h.String())
+		var st unix.Stat_t
+		// Relative to the data/ descriptor, not following a symlink: a
+		// blob name is one component, so os.Root's walk guards nothing
+		// here and costs a lookup of every FUSE listing's entries.
+		err := unix.Fstatat(int(s.dataDir.Fd()), h.String(), &st, unix.AT_SYMLINK_NOFOLLOW)
 		if err != nil {
 			return BlobInfo{}, blobErr(h, notFound(err))
 		}
-		if !fi.Mode().IsRegular() {
+		if st.Mode&unix.S_IFMT != unix.S_IFREG {
 			return BlobInfo{}, blobErr(h, ErrNotFound)
 		}
-		return blobInfo(fi), nil
+		return BlobInfo{Size: st.Size, ModTime: time.Unix(st.Mtim.Unix()), Ino: st.Ino}, nil
 	})
 }
 
@@ -177,7 +181,7 @@ func (s *Store) ListAllContent(ctx context.Context) ([]Hash, error) {
 func (s *Store) CalculateTotalSize(ctx context.Context) (int64, error) {
 	var total int64
 	err := s.scanData(ctx, func(h Hash, de os.DirEntry) error {
-		fi, err := de.Info()
+		fi, err := s.data.Lstat(de.Name())
 		if err != nil {
 			return nil // removed since listed
 		}
@@ -202,8 +206,20 @@ func (s *Store) scanData(ctx context.Context, fn func(Hash, os.DirEntry) error) 
 
 // eachDataEntry calls fn for every entry of data/, whatever it is, reading
 // the directory in batches (opened on the owner) so memory stays flat.
+//
+// The directory is opened relative to the data/ descriptor rather than
+// through os.Root: Go stats every entry of a directory read from an
+// os.Root, one fstatat per blob, where the type the listing gives is all
+// a scan needs. An entry's Info is not used (outside a Root it would stat
+// by path); callers that need sizes or times ask s.data.Lstat.
 func (s *Store) eachDataEntry(ctx context.Context, fn func(os.DirEntry) error) error {
-	d, err := call(ctx, s, func() (*os.File, error) { return s.data.Open(".") })
+	d, err := call(ctx, s, func() (*os.File, error) {
+		fd, err := unix.Openat(int(s.dataDir.Fd()), ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, err
+		}
+		return os.NewFile(uintptr(fd), filepath.Join(s.dir, DataDir)), nil
+	})
 	if err != nil {
 		return &Error{Op: "list", Name: DataDir, Err: err}
 	}

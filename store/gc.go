@@ -63,7 +63,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
 		if reach[h] {
 			return nil
 		}
-		fi, err := de.Info()
+		fi, err := s.data.Lstat(de.Name())
 		if err != nil {
 			return nil
 		}
