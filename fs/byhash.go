@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -37,9 +38,11 @@ func (f *fsys) blobInode(ctx context.Context, parent *fusefs.Inode, h store.Hash
 		return nil, f.errno("lookup blob", err)
 	}
 	f.blobAttr(&out.Attr, bi)
-	n := &blobNode{fs: f, hash: h}
 	setTimeouts(out, blobTimeout)
-	return parent.NewInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: blobIno(h)}), 0
+	// NewInode returns the node this blob already has, if any.
+	ino := parent.NewInode(ctx, &blobNode{fs: f, hash: h}, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: blobIno(h)})
+	ino.Operations().(*blobNode).size.Store(bi.Size)
+	return ino, 0
 }
 
 var _ = (fusefs.NodeReaddirer)((*byHashDir)(nil))
@@ -85,6 +88,7 @@ type blobNode struct {
 	fusefs.Inode
 	fs   *fsys
 	hash store.Hash
+	size atomic.Int64 // as last stat'ed: picks how Open serves it
 }
 
 func (f *fsys) blobAttr(a *fuse.Attr, bi store.BlobInfo) {
@@ -101,6 +105,7 @@ func (n *blobNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.
 	if err != nil {
 		return n.fs.errno("stat blob", err)
 	}
+	n.size.Store(bi.Size)
 	n.fs.blobAttr(&out.Attr, bi)
 	out.SetTimeout(blobTimeout)
 	return 0
@@ -115,14 +120,20 @@ func (n *blobNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, n.fs.refuseChange()
 	}
-	f, bi, err := n.fs.st.Open(ctx, n.hash)
-	if err != nil {
-		return nil, 0, n.fs.errno("open blob", err)
-	}
-	bh := &blobHandle{fs: n.fs, f: f, small: bi.Size < passthroughMin}
-	n.fs.opened(bh)
 	// Nothing to flush on close: spare the kernel the round trip.
-	return bh, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
+	const keep = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
+	if n.size.Load() < passthroughMin {
+		// A small blob is read once into the page cache and served from
+		// there: its file is opened (and verified, once in its life) by
+		// the first read that misses the cache, so a cat of a cached blob
+		// costs the server no open and no close.
+		return &blobHandle{fs: n.fs, hash: n.hash, small: true}, keep, 0
+	}
+	bh := &blobHandle{fs: n.fs, hash: n.hash}
+	if errno := bh.open(ctx); errno != 0 {
+		return nil, 0, errno
+	}
+	return bh, keep, 0
 }
 
 var _ = (fusefs.NodeSetattrer)((*blobNode)(nil))
@@ -157,12 +168,15 @@ func (n *blobNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	return n.fs.refuseChange()
 }
 
-// blobHandle is an open, verified blob.
+// blobHandle is an open blob. Its file, once open, is verified.
 type blobHandle struct {
 	fs    *fsys
-	f     *os.File
-	small bool // below passthroughMin: no passthrough
-	once  sync.Once
+	hash  store.Hash
+	small bool // below passthroughMin: no passthrough, file opened on the first read
+
+	mu     sync.Mutex
+	f      *os.File // nil until opened
+	closed bool
 }
 
 var (
@@ -171,9 +185,31 @@ var (
 	_ = (fusefs.FileReleaser)((*blobHandle)(nil))
 )
 
+// open opens and verifies the blob's file, unless it is open already.
+func (h *blobHandle) open(ctx context.Context) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.closed:
+		return syscall.EBADF
+	case h.f != nil:
+		return 0
+	}
+	f, _, err := h.fs.st.Open(ctx, h.hash)
+	if err != nil {
+		return h.fs.errno("open blob", err)
+	}
+	h.f = f
+	h.fs.opened(h)
+	return 0
+}
+
 // Read serves reads when passthrough is not in use. It reads into dest:
 // a 1 MiB request and its header do not fit a splice pipe.
 func (h *blobHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if errno := h.open(quick(ctx)); errno != 0 {
+		return nil, errno
+	}
 	n, err := h.f.ReadAt(dest, off)
 	if err != nil && err != io.EOF {
 		return nil, h.fs.errno("read blob", err)
@@ -189,12 +225,20 @@ const passthroughMin = 256 << 10
 
 // PassthroughFd lets the kernel read the blob file itself (Linux 6.9+,
 // with CAP_SYS_ADMIN); go-fuse falls back to Read where it cannot.
-func (h *blobHandle) PassthroughFd() (int, bool) { return int(h.f.Fd()), !h.small }
+func (h *blobHandle) PassthroughFd() (int, bool) {
+	if h.small {
+		return 0, false
+	}
+	return int(h.f.Fd()), true
+}
 
 func (h *blobHandle) Release(ctx context.Context) syscall.Errno {
-	h.once.Do(func() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.f != nil && !h.closed {
 		h.fs.released(h)
 		h.f.Close()
-	})
+	}
+	h.closed = true
 	return 0
 }
