@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"unsafe"
 
 	"github.com/theater-storefs/theater-storefs/store"
+	"golang.org/x/sys/unix"
 )
 
 // pseudoReader yields n deterministic pseudo-random bytes in odd-sized
@@ -189,6 +191,11 @@ func TestSpool(t *testing.T) {
 		{"truncate empty spool longer", []spoolOp{trunc(4096)}},
 		{"write past a hole then fill it", []spoolOp{wat("end", 100), wat("start", 0)}},
 		{"large overwrite", []spoolOp{w(string(bytes.Repeat([]byte("x"), 3<<20))), wat("middle", 1<<20), w("tail")}},
+		// Aligned pieces go to the disk by O_DIRECT, the rest buffered.
+		{"aligned pieces and a short tail", []spoolOp{w(mib('a', 1)), w(mib('b', 1)), w("tail")}},
+		{"unaligned large pieces", []spoolOp{w(mib('a', 1)[:100000]), w(mib('b', 1)), w(mib('c', 1))}},
+		{"aligned pieces, a short write, aligned again", []spoolOp{w(mib('a', 1)), w("x"), w(mib('b', 1)[:1<<20-1]), w(mib('c', 1))}},
+		{"aligned pieces rewritten in the middle", []spoolOp{w(mib('a', 2)), wat("X", 4095), wat(mib('b', 1), 1<<20), w(mib('c', 1))}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -375,5 +382,69 @@ func TestReadOnlyStore(t *testing.T) {
 	}
 	if d := diffSnapshots(before, treeSnapshot(t, dir)); len(d) != 0 {
 		t.Fatalf("read-only store changed: %v", d)
+	}
+}
+
+// mib is n MiB of content that is not all one byte.
+func mib(seed byte, n int) string {
+	b := make([]byte, n<<20)
+	for i := range b {
+		b[i] = seed + byte(i/4093)
+	}
+	return string(b)
+}
+
+// TestSpoolDirectWrites: a large file written in aligned 1 MiB pieces (as
+// cp writes) goes to the disk without passing through the page cache.
+func TestSpoolDirectWrites(t *testing.T) {
+	s, dir := newStore(t)
+	probe := filepath.Join(dir, "tmp", "direct-probe")
+	if fd, err := unix.Open(probe, unix.O_CREAT|unix.O_WRONLY|unix.O_DIRECT, 0o600); err != nil {
+		t.Skipf("the file system of %s refuses O_DIRECT: %v", dir, err)
+	} else {
+		unix.Close(fd)
+		os.Remove(probe)
+	}
+	sp, err := s.NewSpool()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Discard()
+	content := mib('d', 8)
+	for off := 0; off < len(content); off += 1 << 20 {
+		if _, err := sp.Write([]byte(content[off : off+1<<20])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, err := sp.Commit(bg, "direct", store.LabelReplace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h != sha([]byte(content)) {
+		t.Fatalf("Commit hash %s, want the SHA-1 of the content", h)
+	}
+	f, err := os.Open(filepath.Join(dir, "data", h.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, len(content), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	pages := make([]byte, (len(content)+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&pages[0]))); errno != 0 {
+		t.Fatal("mincore:", errno)
+	}
+	resident := 0
+	for _, p := range pages {
+		resident += int(p & 1)
+	}
+	if resident > 0 {
+		t.Errorf("%d of %d pages of a blob written in aligned pieces are in the page cache; want none (O_DIRECT)", resident, len(pages))
+	}
+	if got, err := s.Get(bg, h); err != nil || string(got) != content {
+		t.Errorf("Get: %d bytes, %v", len(got), err)
 	}
 }
