@@ -155,8 +155,8 @@ func hostileStore(t *testing.T) *hostile {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ino := fi.Sys().(*syscall.Stat_t).Ino
-		verified = append(verified, fmt.Sprintf("%s %d %d %d 1\n", name, ino, fi.Size(), fi.ModTime().UnixNano()))
+		st := fi.Sys().(*syscall.Stat_t)
+		verified = append(verified, fmt.Sprintf("%s %d %d %d %d 1\n", name, st.Ino, fi.Size(), fi.ModTime().UnixNano(), st.Ctim.Nano()))
 		h.forged = append(h.forged, name)
 	}
 	c1, c2, self := hexName("cycle 1"), hexName("cycle 2"), hexName("self")

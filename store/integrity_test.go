@@ -57,7 +57,8 @@ func keyOfPath(t *testing.T, path string) statKey {
 }
 
 // overwriteKeepingStat changes a file's bytes in place and restores its
-// mtime, so inode, size and mtime are all as before.
+// mtime, so inode, size and mtime are all as before (the ctime moves: no
+// one can put it back).
 func overwriteKeepingStat(t *testing.T, path string, content []byte) {
 	t.Helper()
 	before := keyOfPath(t, path)
@@ -186,18 +187,18 @@ func readVerdicts(t *testing.T, dir string) map[string]string {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		if len(fields) == 5 {
-			out[fields[0]] = fields[4]
+		if len(fields) == 6 {
+			out[fields[0]] = fields[5]
 		}
 	}
 	return out
 }
 
-// The verdict on a blob is remembered across Opens, keyed on inode, size
-// and mtime. To show that a reopened store does not rehash, the blob's bytes
-// are changed behind its back with inode, size and mtime kept: a store that
-// rehashed would refuse it, one that trusts the remembered verdict serves
-// it. Then each part of the key is changed in turn, and the store rehashes.
+// The verdict on a blob is remembered across Opens, keyed on inode, size,
+// mtime and ctime: a reopened store does not hash a blob it verified (the
+// count of verdict misses stays put), and a change to any part of the key
+// makes it hash again. A rewrite in place that keeps the size and puts the
+// mtime back is caught by the ctime, which cannot be put back.
 func TestVerdictCacheAcrossOpens(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "store")
 	content := []byte("verified once in its life")
@@ -219,29 +220,22 @@ func TestVerdictCacheAcrossOpens(t *testing.T) {
 		t.Fatalf("tmp/verified = %v, want an ok verdict for %s", v, hs)
 	}
 
-	// Control: without the remembered verdict, the tampered blob is refused.
-	// (Done on a copy of the store so the original keeps its log.)
-	ctrl := filepath.Join(t.TempDir(), "ctrl")
-	if _, err := theatertest.WriteBlob(ctrl, content); err != nil {
+	// Reopened: served on the remembered verdict, not hashed.
+	s2 := openAt(t, dir, store.Options{})
+	getHashing(t, s2, h, content, 0)
+
+	// Same inode, size and mtime, new bytes: the ctime moved, so it is
+	// hashed and refused.
+	overwriteKeepingStat(t, path, tampered)
+	_, err = s2.Get(bg, h)
+	wantErr(t, "Get after a same-size rewrite with the mtime put back", err, store.ErrCorrupt)
+
+	// Size changes (a byte appended, mtime put back): hashed, refused.
+	if err := os.WriteFile(path, content, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	overwriteKeepingStat(t, blobPath(ctrl, h), tampered)
-	sc := openAt(t, ctrl, store.Options{})
-	_, err = sc.Get(bg, h)
-	wantErr(t, "control Get without a remembered verdict", err, store.ErrCorrupt)
-
-	// Same inode, size and mtime: the reopened store serves it unhashed.
-	overwriteKeepingStat(t, path, tampered)
-	s2 := openAt(t, dir, store.Options{})
-	got, err := s2.Get(bg, h)
-	if err != nil {
-		t.Fatalf("Get after reopen: %v (the store rehashed a blob it had verified)", err)
-	}
-	if !bytes.Equal(got, tampered) {
-		t.Fatalf("Get = %q", got)
-	}
-
-	// Size changes (a byte appended, mtime put back): rehashed, refused.
+	touch(t, path, time.Minute)
+	getHashing(t, s2, h, content, 1) // repaired: hashed once, ok
 	fi, _ := os.Stat(path)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
@@ -253,43 +247,50 @@ func TestVerdictCacheAcrossOpens(t *testing.T) {
 	_, err = s2.Get(bg, h)
 	wantErr(t, "Get after size change", err, store.ErrCorrupt)
 
-	// Repair it (new mtime): verified ok again. Tamper keeping the key:
-	// served from the cache. Change only the mtime: rehashed, refused.
+	// Repaired again: hashed once, then served from the verdict; only the
+	// mtime changed: hashed again.
 	if err := os.WriteFile(path, content, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	touch(t, path, time.Minute)
-	if b, err := s2.Get(bg, h); err != nil || !bytes.Equal(b, content) {
-		t.Fatalf("Get of the repaired blob: %q, %v", b, err)
-	}
-	overwriteKeepingStat(t, path, tampered)
-	if b, err := s2.Get(bg, h); err != nil || !bytes.Equal(b, tampered) {
-		t.Fatalf("Get with an unchanged key = %q, %v; want the cached verdict used", b, err)
-	}
 	touch(t, path, 2*time.Minute)
+	getHashing(t, s2, h, content, 1)
+	getHashing(t, s2, h, content, 0)
+	touch(t, path, 3*time.Minute)
+	getHashing(t, s2, h, content, 1)
+
+	// A corrupt verdict is remembered too, across Opens: the blob is
+	// hashed once, and refused without hashing after that.
+	tamper := func() {
+		t.Helper()
+		if err := os.WriteFile(path, tampered, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		touch(t, path, 4*time.Minute)
+	}
+	tamper()
+	before := store.VerdictMisses(s2)
 	_, err = s2.Get(bg, h)
-	wantErr(t, "Get after mtime change", err, store.ErrCorrupt)
+	wantErr(t, "Get of a tampered blob", err, store.ErrCorrupt)
+	_, err = s2.Get(bg, h)
+	wantErr(t, "Get of a tampered blob, again", err, store.ErrCorrupt)
+	if n := store.VerdictMisses(s2) - before; n != 1 {
+		t.Errorf("two Gets of a corrupt blob hashed it %d times, want once", n)
+	}
 	s2.Close()
 	if v := readVerdicts(t, dir); v[hs] != "0" {
 		t.Fatalf("tmp/verified = %v, want the latest verdict for %s to be corrupt", v, hs)
 	}
-
-	// The corrupt verdict is remembered across Opens too: restoring the
-	// right bytes without changing the key still reads as corrupt, until
-	// the mtime moves.
-	overwriteKeepingStat(t, path, content)
 	s3 := openAt(t, dir, store.Options{})
 	_, err = s3.Get(bg, h)
 	wantErr(t, "Get with a remembered corrupt verdict", err, store.ErrCorrupt)
-	touch(t, path, 3*time.Minute)
-	if b, err := s3.Get(bg, h); err != nil || !bytes.Equal(b, content) {
-		t.Fatalf("Get after touch: %q, %v", b, err)
+	if n := store.VerdictMisses(s3); n != 0 {
+		t.Errorf("a reopened store hashed a blob with a remembered verdict %d times", n)
 	}
 
 	// A new inode with the same size and mtime (a file replaced by rename)
-	// is rehashed.
+	// is hashed.
 	tmp := filepath.Join(dir, "replacement")
-	if err := os.WriteFile(tmp, tampered, 0o644); err != nil {
+	if err := os.WriteFile(tmp, content, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	fi, _ = os.Stat(path)
@@ -297,8 +298,21 @@ func TestVerdictCacheAcrossOpens(t *testing.T) {
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s3.Get(bg, h)
-	wantErr(t, "Get of a replaced inode", err, store.ErrCorrupt)
+	getHashing(t, s3, h, content, 1)
+}
+
+// getHashing gets h from s, wants content, and wants the Get to have
+// hashed the blob `hashes` times (0: served on a remembered verdict).
+func getHashing(t *testing.T, s *store.Store, h store.Hash, content []byte, hashes int64) {
+	t.Helper()
+	before := store.VerdictMisses(s)
+	got, err := s.Get(bg, h)
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("Get = %q, %v; want %q", got, err, content)
+	}
+	if n := store.VerdictMisses(s) - before; n != hashes {
+		t.Fatalf("Get hashed the blob %d times, want %d", n, hashes)
+	}
 }
 
 // touch sets a file's mtime to now+d.
@@ -321,12 +335,8 @@ func TestVerdictRecordedAtCommit(t *testing.T) {
 	if v := readVerdicts(t, dir); v[h.String()] != "1" {
 		t.Fatalf("tmp/verified = %v, want the committed blob recorded ok", v)
 	}
-	tampered := bytes.ToUpper(content)
-	overwriteKeepingStat(t, blobPath(dir, h), tampered)
 	s2 := openAt(t, dir, store.Options{})
-	if got, err := s2.Get(bg, h); err != nil || !bytes.Equal(got, tampered) {
-		t.Fatalf("Get = %q, %v; a blob written by the store was hashed again", got, err)
-	}
+	getHashing(t, s2, h, content, 0)
 }
 
 // Verify rehashes in full whatever the remembered verdict says.
@@ -795,13 +805,12 @@ func TestVerdictLogTolerant(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.WriteString("garbage line\n\n" + strings.Repeat("z", 40) + " 1 2 3 1\n" + h.String() + " x 1 2 0\n" + h.String() + " 12")
+	f.WriteString("garbage line\n\n" + strings.Repeat("z", 40) + " 1 2 3 4 1\n" + h.String() + " x 1 2 3 0\n" +
+		h.String() + " 1 2 3 0\n" + h.String() + " 12")
 	f.Close()
-	overwriteKeepingStat(t, blobPath(dir, h), []byte("REMEMBERED"))
 	s2 := openAt(t, dir, store.Options{})
-	// The valid record still applies (so the tampered bytes are served,
-	// which shows the record was used); the junk did not override it.
-	if b, err := s2.Get(bg, h); err != nil || string(b) != "REMEMBERED" {
-		t.Fatalf("Get = %q, %v", b, err)
-	}
+	// The valid record still applies (the blob is served without being
+	// hashed); the junk, and a record in the old 5-field form, did not
+	// override it.
+	getHashing(t, s2, h, []byte("remembered"), 0)
 }

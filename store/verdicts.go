@@ -8,20 +8,28 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
 // verdictCache remembers whether a blob's content hashes to its name, keyed
-// by the file's inode, size and mtime, so each blob is hashed once in its
-// life. Verdicts are appended to tmp/verified and reloaded by the next Open,
-// so they survive remounts. A changed file (new inode, size or mtime) is
-// verified again.
+// by the file's inode, size, mtime and ctime, so each blob is hashed once in
+// its life. Verdicts are appended to tmp/verified and reloaded by the next
+// Open, so they survive remounts. A changed file (new inode, size, mtime or
+// ctime) is verified again: the ctime catches a rewrite in place that kept
+// the size and put the old mtime back (touch -d), which no one can do to
+// the ctime.
 //
-// Record format, one a line: "<hash> <ino> <size> <mtime-ns> <ok 1|0>".
+// Record format, one a line:
+// "<hash> <ino> <size> <mtime-ns> <ctime-ns> <ok 1|0>". Lines of another
+// shape (the 5-field lines of earlier versions, a torn last line) are
+// ignored: those blobs are verified again.
 type verdictCache struct {
 	path     string
 	readOnly bool
 	log      *slog.Logger
+
+	misses atomic.Int64 // lookups that found no verdict: blobs hashed
 
 	load sync.Once
 	mu   sync.Mutex
@@ -30,30 +38,38 @@ type verdictCache struct {
 }
 
 type verdict struct {
-	ino, size uint64
-	mtime     int64
-	ok        bool
+	key verdictKey
+	ok  bool
+}
+
+// verdictKey identifies one version of a blob file.
+type verdictKey struct {
+	ino, size    uint64
+	mtime, ctime int64
 }
 
 func newVerdictCache(path string, readOnly bool, log *slog.Logger) *verdictCache {
 	return &verdictCache{path: path, readOnly: readOnly, log: log, m: map[Hash]verdict{}}
 }
 
-func keyOf(fi os.FileInfo) (ino, size uint64, mtime int64) {
+func keyOf(fi os.FileInfo) verdictKey {
+	k := verdictKey{size: uint64(fi.Size()), mtime: fi.ModTime().UnixNano()}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		ino = st.Ino
+		k.ino = st.Ino
+		k.ctime = st.Ctim.Nano()
 	}
-	return ino, uint64(fi.Size()), fi.ModTime().UnixNano()
+	return k
 }
 
 // lookup returns the remembered verdict for this version of the file.
 func (vc *verdictCache) lookup(h Hash, fi os.FileInfo) (ok, known bool) {
 	vc.load.Do(vc.readLog)
-	ino, size, mtime := keyOf(fi)
+	k := keyOf(fi)
 	vc.mu.Lock()
 	defer vc.mu.Unlock()
 	v, found := vc.m[h]
-	if !found || v.ino != ino || v.size != size || v.mtime != mtime {
+	if !found || v.key != k {
+		vc.misses.Add(1)
 		return false, false
 	}
 	return v.ok, true
@@ -62,8 +78,8 @@ func (vc *verdictCache) lookup(h Hash, fi os.FileInfo) (ok, known bool) {
 // record remembers a verdict, in memory and in the log.
 func (vc *verdictCache) record(h Hash, fi os.FileInfo, ok bool) {
 	vc.load.Do(vc.readLog)
-	ino, size, mtime := keyOf(fi)
-	v := verdict{ino: ino, size: size, mtime: mtime, ok: ok}
+	k := keyOf(fi)
+	v := verdict{key: k, ok: ok}
 	vc.mu.Lock()
 	defer vc.mu.Unlock()
 	if old, found := vc.m[h]; found && old == v {
@@ -88,7 +104,7 @@ func (vc *verdictCache) record(h Hash, fi os.FileInfo, ok bool) {
 	}
 	// One write per record, with O_APPEND, so records from several processes
 	// never interleave.
-	line := fmt.Appendf(nil, "%s %d %d %d %d\n", h, ino, size, mtime, okc)
+	line := fmt.Appendf(nil, "%s %d %d %d %d %d\n", h, k.ino, k.size, k.mtime, k.ctime, okc)
 	if _, err := vc.out.Write(line); err != nil {
 		vc.log.Warn("cannot remember verified blob", "hash", h.String(), "err", err)
 	}
@@ -107,7 +123,7 @@ func (vc *verdictCache) readLog() {
 	defer vc.mu.Unlock()
 	for sc.Scan() {
 		fields := bytes.Fields(sc.Bytes())
-		if len(fields) != 5 {
+		if len(fields) != 6 {
 			continue
 		}
 		h, err := ParseHash(string(fields[0]))
@@ -117,10 +133,11 @@ func (vc *verdictCache) readLog() {
 		ino, e1 := strconv.ParseUint(string(fields[1]), 10, 64)
 		size, e2 := strconv.ParseUint(string(fields[2]), 10, 64)
 		mtime, e3 := strconv.ParseInt(string(fields[3]), 10, 64)
-		if e1 != nil || e2 != nil || e3 != nil {
+		ctime, e4 := strconv.ParseInt(string(fields[4]), 10, 64)
+		if e1 != nil || e2 != nil || e3 != nil || e4 != nil {
 			continue
 		}
-		vc.m[h] = verdict{ino: ino, size: size, mtime: mtime, ok: string(fields[4]) == "1"}
+		vc.m[h] = verdict{key: verdictKey{ino: ino, size: size, mtime: mtime, ctime: ctime}, ok: string(fields[5]) == "1"}
 	}
 }
 
