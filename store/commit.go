@@ -158,12 +158,13 @@ func (s *Store) placeBlob(c *commit, st blobStat) error {
 		if err := s.data.Chtimes(name, now, now); err != nil {
 			s.log.Warn("cannot refresh mtime of existing blob", "hash", name, "err", err)
 		}
-		s.root.Remove(TmpDir + "/" + c.tmp)
+		s.removeTemp(c.tmp)
 		return nil
 	case !errors.Is(err, fs.ErrNotExist):
 		return blobErr(c.sum, err)
 	}
-	if err := s.root.Rename(TmpDir+"/"+c.tmp, DataDir+"/"+name); err != nil {
+	// On the owner: data/ and tmp/ stay open until it has exited.
+	if err := unix.Renameat(int(s.tmpDir.Fd()), c.tmp, int(s.dataDir.Fd()), name); err != nil {
 		return blobErr(c.sum, err)
 	}
 	c.renamed = true
@@ -205,7 +206,7 @@ func (lw *labelWriter) write(name string, refs []Hash) error {
 		err = s.root.Rename(TmpDir+"/"+tmp, LabelsDir+"/"+name)
 	}
 	if err != nil {
-		s.root.Remove(TmpDir + "/" + tmp)
+		s.removeTemp(tmp)
 		return labelErr(name, err)
 	}
 	lw.dirs[dir] = true

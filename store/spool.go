@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"unsafe"
 
@@ -62,21 +63,46 @@ func (s *Store) createTemp(prefix string) (string, *os.File, error) {
 	for range 10 {
 		rand.Read(rnd[:])
 		name := prefix + hex.EncodeToString(rnd[:])
-		f, err := s.root.OpenFile(TmpDir+"/"+name, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o644)
-		if errors.Is(err, os.ErrExist) {
+		var fd int
+		err := s.inTmp(func(dir int) (err error) {
+			fd, err = unix.Openat(dir, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+			return err
+		})
+		if errors.Is(err, unix.EEXIST) {
 			continue
 		}
 		if err != nil {
 			return "", nil, err
 		}
+		f := os.NewFile(uintptr(fd), filepath.Join(s.dir, TmpDir, name))
 		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 			f.Close()
-			s.root.Remove(TmpDir + "/" + name)
+			s.removeTemp(name)
 			return "", nil, fmt.Errorf("locking temp file: %w", err)
 		}
 		return name, f, nil
 	}
 	return "", nil, errors.New("cannot create a temp file name")
+}
+
+// removeTemp removes a file of tmp/, if it is still there.
+func (s *Store) removeTemp(name string) {
+	s.inTmp(func(dir int) error { return unix.Unlinkat(dir, name, 0) })
+}
+
+// inTmp runs fn with the descriptor of tmp/, held so that a concurrent
+// Close cannot close it (and the number be reused) under fn; after Close
+// it fails.
+func (s *Store) inTmp(fn func(dir int) error) error {
+	rc, err := s.tmpDir.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
 }
 
 // Write appends p.
@@ -292,7 +318,7 @@ func (sp *Spool) Discard() {
 	}
 	sp.done = true
 	sp.stopPipe()
-	sp.s.root.Remove(TmpDir + "/" + sp.name) // gone already after a commit
+	sp.s.removeTemp(sp.name) // gone already after a commit
 	sp.f.Close()
 }
 

@@ -60,6 +60,7 @@ type Store struct {
 	root    *os.Root // the store directory: every open goes through it
 	data    *os.Root // data/
 	dataDir *os.File // data/ itself, for openat and fsync
+	tmpDir  *os.File // tmp/ itself: spools are made, renamed and removed relative to it
 	labels  *os.Root // labels/
 	opts    Options
 	log     *slog.Logger
@@ -124,6 +125,13 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, &Error{Op: "open store", Name: filepath.Join(abs, TmpDir), Err: fmt.Errorf("%w: not a directory (a symlink?)", ErrCorrupt)}
 	}
 	if !opts.ReadOnly {
+		if s.tmpDir, err = root.Open(TmpDir); err != nil {
+			s.labels.Close()
+			s.dataDir.Close()
+			s.data.Close()
+			root.Close()
+			return nil, &Error{Op: "open store", Name: filepath.Join(abs, TmpDir), Err: err}
+		}
 		s.clearLeftovers()
 	}
 	s.verdicts = newVerdictCache(filepath.Join(abs, TmpDir, "verified"), opts.ReadOnly, s.log)
@@ -186,6 +194,9 @@ func (s *Store) Close() error {
 		s.verdicts.close()
 		s.labels.Close()
 		s.dataDir.Close()
+		if s.tmpDir != nil {
+			s.tmpDir.Close()
+		}
 		s.data.Close()
 		s.closeErr = s.root.Close()
 	})
