@@ -737,6 +737,75 @@ func TestLeftoversRemovedOnOpen(t *testing.T) {
 	}
 }
 
+// A leftover still locked at Open is removed once its lock goes, not left
+// until the next Open: a server killed a moment ago may still be holding
+// its spools when the new server opens the store (the kernel releases a
+// dying process's files highest descriptor first, and a low one after
+// /dev/fuse, whose release lets the new mount start).
+func TestLeftoverLockedAtOpenRemovedOnceUnlocked(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	openAt(t, dir, store.Options{}).Close()
+	name := filepath.Join(dir, store.TmpDir, "spool-0123456789abcdef01234567")
+	dying, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dying.Close()
+	if err := syscall.Flock(int(dying.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openAt(t, dir, store.Options{})
+	time.Sleep(100 * time.Millisecond)
+	if got := tmpSpools(t, dir); len(got) != 1 {
+		t.Fatalf("tmp/ while the spool is locked = %v, want it kept", got)
+	}
+	dying.Close() // the dead writer's files are released at last
+	deadline := time.Now().Add(5 * time.Second)
+	for len(tmpSpools(t, dir)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("tmp/ 5 s after the lock went = %v, want the leftover removed", tmpSpools(t, dir))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, _, err := s.Put(bg, strings.NewReader("still works")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A store closes at once while a leftover it found locked at Open is still
+// locked (a live writer of another process), and leaves it.
+func TestCloseWithLeftoverStillLocked(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	openAt(t, dir, store.Options{}).Close()
+	name := filepath.Join(dir, store.TmpDir, "label-0123456789abcdef01234567")
+	live, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	if err := syscall.Flock(int(live.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	s := openAt(t, dir, store.Options{})
+	time.Sleep(50 * time.Millisecond)
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("Close hangs while a leftover is locked")
+	}
+	live.Close()
+	time.Sleep(50 * time.Millisecond)
+	if got := tmpSpools(t, dir); len(got) != 1 {
+		t.Fatalf("tmp/ after Close = %v, want the file left to its writer", got)
+	}
+}
+
 func TestLiveSpoolSurvivesOtherOpen(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "store")
 	a := openAt(t, dir, store.Options{})

@@ -22,8 +22,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -65,9 +67,10 @@ type Store struct {
 	opts    Options
 	log     *slog.Logger
 
-	reqs chan request
-	quit chan struct{} // closed by Close
-	done chan struct{} // closed when the owner has exited
+	reqs    chan request
+	quit    chan struct{} // closed by Close
+	done    chan struct{} // closed when the owner has exited
+	retried chan struct{} // closed when retryLeftovers has ended
 
 	closeOnce sync.Once // Close may be called from several goroutines at once
 	closeErr  error
@@ -124,6 +127,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		root.Close()
 		return nil, &Error{Op: "open store", Name: filepath.Join(abs, TmpDir), Err: fmt.Errorf("%w: not a directory (a symlink?)", ErrCorrupt)}
 	}
+	var locked []string // leftovers a process held locked at Open
 	if !opts.ReadOnly {
 		if s.tmpDir, err = root.Open(TmpDir); err != nil {
 			s.labels.Close()
@@ -132,13 +136,19 @@ func Open(dir string, opts Options) (*Store, error) {
 			root.Close()
 			return nil, &Error{Op: "open store", Name: filepath.Join(abs, TmpDir), Err: err}
 		}
-		s.clearLeftovers()
+		locked = s.clearLeftovers()
 	}
 	s.verdicts = newVerdictCache(filepath.Join(abs, TmpDir, "verified"), opts.ReadOnly, s.log)
 	s.reqs = make(chan request, 64)
 	s.quit = make(chan struct{})
 	s.done = make(chan struct{})
+	s.retried = make(chan struct{})
 	go s.own()
+	if len(locked) > 0 {
+		go s.retryLeftovers(locked)
+	} else {
+		close(s.retried)
+	}
 	return s, nil
 }
 
@@ -158,29 +168,82 @@ func openSubRoot(root *os.Root, name string) (*os.Root, error) {
 // Dir returns the store's absolute path.
 func (s *Store) Dir() string { return s.dir }
 
-// clearLeftovers removes temp files that a crashed writer left in tmp/.
-// A live writer (in this process or another) holds an flock on its file,
-// so its spool is never taken from under it.
-func (s *Store) clearLeftovers() {
+// clearLeftovers removes temp files that a crashed writer left in tmp/, and
+// returns those it found locked, for retryLeftovers. A live writer (in this
+// process or another) holds an flock on its file, so its spool is never
+// taken from under it.
+func (s *Store) clearLeftovers() (locked []string) {
 	entries, err := os.ReadDir(filepath.Join(s.dir, TmpDir))
 	if err != nil {
 		s.log.Warn("cannot list tmp/", "err", err)
-		return
+		return nil
 	}
 	for _, e := range entries {
 		name := e.Name()
 		if !strings.HasPrefix(name, spoolPrefix) && !strings.HasPrefix(name, labelPrefix) {
 			continue
 		}
-		path := filepath.Join(s.dir, TmpDir, name)
-		f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
-		if err != nil {
-			continue
+		if s.clearLeftover(name) {
+			locked = append(locked, name)
 		}
-		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
-			os.Remove(path)
+	}
+	return locked
+}
+
+// clearLeftover removes tmp/name unless a process holds it locked, and
+// reports whether one does.
+func (s *Store) clearLeftover(name string) (locked bool) {
+	var fd int
+	err := s.inTmp(func(dir int) (err error) {
+		fd, err = unix.Openat(dir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		return err
+	})
+	if err != nil {
+		return false // gone (committed or discarded since), or no file to clear
+	}
+	defer unix.Close(fd)
+	if unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) != nil {
+		return true
+	}
+	s.removeTemp(name)
+	return false
+}
+
+// retryLeftovers' delays between tries: doubling from the first to the
+// longest.
+const (
+	retryFirst = 10 * time.Millisecond
+	retryMax   = 2 * time.Second
+)
+
+// retryLeftovers tries the leftovers found locked at Open again, until each
+// is gone, or Close.
+//
+// A lock does not always mean a live writer. A server killed a moment ago
+// holds its files until the kernel has torn it down, and the kernel
+// releases them from the highest descriptor down: a spool on a descriptor
+// below /dev/fuse's is unlocked only after /dev/fuse is released, the
+// release that lets a new mount on the same mountpoint start, and with it
+// this Open. Taken once, such a spool stayed in tmp/ until some later Open.
+// A live writer's spool goes when its writer commits or discards it; the
+// tries meanwhile grow rarer.
+func (s *Store) retryLeftovers(names []string) {
+	defer close(s.retried)
+	delay := retryFirst
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
 		}
-		f.Close()
+		names = slices.DeleteFunc(names, func(name string) bool { return !s.clearLeftover(name) })
+		if len(names) == 0 {
+			return
+		}
+		delay = min(2*delay, retryMax)
+		t.Reset(delay)
 	}
 }
 
@@ -191,6 +254,7 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.quit)
 		<-s.done
+		<-s.retried // it works in tmp/
 		s.verdicts.close()
 		s.labels.Close()
 		s.dataDir.Close()
