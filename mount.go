@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,7 +37,7 @@ func mountCommand() *cli.Command {
 			&cli.BoolFlag{Name: "read-only", Aliases: []string{"ro"}, Usage: "refuse every change"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users in (with default_permissions)"},
 			&cli.BoolFlag{Name: "debug", Usage: "log every FUSE operation with its errno and latency (debug level)"},
-			&cli.BoolFlag{Name: "force", Usage: "clear a stale mount of another program at MOUNTPOINT first"},
+			&cli.BoolFlag{Name: "force", Usage: "first clear a stale mount of another program at MOUNTPOINT, or abort a mount there that does not answer"},
 			&cli.StringFlag{Name: "log-file", Usage: "in the background, append logs to `FILE` (default: discard)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (loopback only, e.g. 127.0.0.1:9464)"},
 			&cli.BoolFlag{Name: "metrics-public", Usage: "let --metrics listen on an address other machines can reach"},
@@ -51,7 +52,10 @@ func unmountCommand() *cli.Command {
 		Aliases:   []string{"umount"},
 		Usage:     "unmount MOUNTPOINT; the server exits",
 		ArgsUsage: "MOUNTPOINT",
-		Action:    cmdUnmount,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "force", Usage: "abort a mount that does not answer (its server stopped or hung): waiting requests fail, then it is unmounted"},
+		},
+		Action: cmdUnmount,
 	}
 }
 
@@ -278,8 +282,17 @@ func checkFuse() error {
 func prepareMountpoint(mnt string, force bool) error {
 	// statfs always reaches the server; a stat may be answered from the
 	// kernel's cache for a while after the server died.
-	var sfs syscall.Statfs_t
-	err := syscall.Statfs(mnt, &sfs)
+	err := statfsWithin(mnt, answerTimeout)
+	if errors.Is(err, errNoAnswer) {
+		if !force {
+			return fmt.Errorf("%s is mounted but does not answer (its server is stopped or hung): `theater-storefs unmount --force %s` aborts it, or pass --force", mnt, mnt)
+		}
+		slog.Warn("aborting a mount that does not answer", "mountpoint", mnt)
+		if err := abort(mnt); err != nil {
+			return fmt.Errorf("%s does not answer and aborting it failed: %w", mnt, err)
+		}
+		err = statfsWithin(mnt, answerTimeout)
+	}
 	if errors.Is(err, syscall.ENOTCONN) {
 		fstype := mountType(mnt)
 		if fstype != "fuse.theater-storefs" && !force {
@@ -289,7 +302,7 @@ func prepareMountpoint(mnt string, force bool) error {
 		if err := detach(mnt); err != nil {
 			return fmt.Errorf("%s is a stale mount and clearing it failed: %w", mnt, err)
 		}
-		err = syscall.Statfs(mnt, &sfs)
+		err = statfsWithin(mnt, answerTimeout)
 	}
 	if err != nil {
 		return fmt.Errorf("mountpoint %s: %w", mnt, err)
@@ -372,6 +385,79 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
+// answerTimeout bounds the wait for a mount to answer statfs, which this
+// server answers at once, without asking the store.
+const answerTimeout = 3 * time.Second
+
+var errNoAnswer = errors.New("the mount does not answer")
+
+// statfsWithin is statfs(2) on p, given up after d (errNoAnswer): on a FUSE
+// mount whose server is stopped or hung the call never returns. The
+// goroutine left waiting returns when the mount is aborted.
+func statfsWithin(p string, d time.Duration) error {
+	done := make(chan error, 1)
+	go func() {
+		var sfs syscall.Statfs_t
+		done <- syscall.Statfs(p, &sfs)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return errNoAnswer
+	}
+}
+
+// abort ends the FUSE connection of the mount at p, so that every request
+// waiting on it fails, and unmounts it. It is the way out of a mount whose
+// server hangs, such as a server killed while it was telling the kernel to
+// forget an entry: that call waits for a directory lock held by a process
+// that waits for the dead server, and the server cannot finish exiting
+// until the connection is aborted.
+func abort(p string) error {
+	if os.Geteuid() == 0 {
+		// With MNT_FORCE, FUSE aborts the connection before unmounting.
+		err := syscall.Unmount(p, syscall.MNT_FORCE)
+		if errors.Is(err, syscall.EBUSY) {
+			err = syscall.Unmount(p, syscall.MNT_DETACH)
+		}
+		return err
+	}
+	// A user may abort a connection of theirs through the FUSE control
+	// file system, where it is mounted; then detach the mount.
+	if minor, ok := mountMinor(p); ok {
+		ctl := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", minor)
+		if err := os.WriteFile(ctl, []byte("1"), 0); err != nil {
+			slog.Warn("cannot abort the FUSE connection; detaching the mount only", "mountpoint", p, "err", err)
+		}
+	}
+	return detach(p)
+}
+
+// mountMinor returns the device minor of the mount at p, which names its
+// connection in the FUSE control file system.
+func mountMinor(p string) (uint64, bool) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return 0, false
+	}
+	var minor uint64
+	found := false
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || unescapeMount(f[4]) != p {
+			continue
+		}
+		_, mn, ok := strings.Cut(f[2], ":")
+		if v, err := strconv.ParseUint(mn, 10, 32); ok && err == nil {
+			minor, found = v, true // the last mount at p is the one in effect
+		}
+	}
+	return minor, found
+}
+
 // detach lazily unmounts p: it works on a stale mount whose server is gone.
 func detach(p string) error {
 	if os.Geteuid() == 0 {
@@ -392,9 +478,17 @@ func cmdUnmount(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var sfs syscall.Statfs_t
-	if err := syscall.Statfs(mnt, &sfs); errors.Is(err, syscall.ENOTCONN) {
+	if c.Bool("force") {
+		if mountType(mnt) == "" {
+			return fmt.Errorf("%s is not mounted", mnt)
+		}
+		return abort(mnt)
+	}
+	switch err := statfsWithin(mnt, answerTimeout); {
+	case errors.Is(err, syscall.ENOTCONN):
 		return detach(mnt)
+	case errors.Is(err, errNoAnswer):
+		return fmt.Errorf("%s does not answer (its server is stopped or hung): `theater-storefs unmount --force %s` fails its waiting requests and unmounts it", mnt, mnt)
 	}
 	if mountType(mnt) == "" {
 		return fmt.Errorf("%s is not mounted", mnt)

@@ -447,6 +447,25 @@ func alive(pid int) bool {
 	return s[i+2] != 'Z' && s[i+2] != 'X'
 }
 
+// gone polls until every thread of pid has exited (after the main
+// thread, another may still be held in the kernel), or d has passed.
+func gone(pid int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if !slices.ContainsFunc(tasks, func(e os.DirEntry) bool {
+			tid, err := strconv.Atoi(e.Name())
+			return err == nil && alive(tid)
+		}) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // waitExit polls until pid has exited, or d has passed.
 func waitExit(pid int, d time.Duration) bool {
 	deadline := time.Now().Add(d)

@@ -460,3 +460,75 @@ func TestMountErrors(t *testing.T) {
 	r = cli(t, "unmount", notMounted)
 	wantOneLineError(t, r, 1, notMounted, "not mounted")
 }
+
+// TestStoppedServerForceUnmount: a mount whose server does not answer (here
+// stopped with SIGSTOP; in the wild, a server killed while the kernel held
+// one of its threads) makes mount and unmount report it in one line
+// instead of hanging, and unmount --force frees everything: the process
+// waiting on the mount gets an error, the mountpoint is free, the server
+// exits once it runs again, and a new mount works.
+func TestStoppedServerForceUnmount(t *testing.T) {
+	requireFuse(t)
+	t.Parallel()
+	store := emptyStore(t)
+	mnt := mountStore(t, store)
+	mustSh(t, mnt, "echo hello > by-label/x")
+	pid := serverPID(t, mnt)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+
+	// A reader left waiting on the stopped server.
+	reader := exec.Command("cat", filepath.Join(mnt, "by-label", "x"))
+	var readerErr bytes.Buffer
+	reader.Stderr = &readerErr
+	if err := reader.Start(); err != nil {
+		t.Fatal(err)
+	}
+	readerDone := make(chan error, 1)
+	go func() { readerDone <- reader.Wait() }()
+	t.Cleanup(func() { reader.Process.Kill() })
+
+	start := time.Now()
+	r := cli(t, "--store", store, "mount", mnt)
+	if r.code != 1 || !strings.Contains(r.stderr, "does not answer") || !strings.Contains(r.stderr, "unmount --force") {
+		t.Errorf("mount on a mount that does not answer: want exit 1 naming unmount --force, got\n%s", r)
+	}
+	if r = cli(t, "unmount", mnt); r.code != 1 || !strings.Contains(r.stderr, "does not answer") {
+		t.Errorf("unmount of a mount that does not answer: want exit 1 saying so, got\n%s", r)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("mount and unmount took %v to report a mount that does not answer", d)
+	}
+	select {
+	case err := <-readerDone:
+		t.Fatalf("the reader finished while the server was stopped: %v", err)
+	default:
+	}
+
+	if r = cli(t, "unmount", "--force", mnt); r.code != 0 {
+		t.Fatalf("unmount --force: %s", r)
+	}
+	select {
+	case err := <-readerDone:
+		if err == nil {
+			t.Errorf("the waiting reader succeeded after the abort; want an error")
+		}
+	case <-time.After(exitTimeout):
+		t.Fatal("the waiting reader still waits after unmount --force")
+	}
+	if isMounted(mnt) {
+		t.Errorf("%s still mounted after unmount --force: %v", mnt, mountsAt(mnt))
+	}
+	syscall.Kill(pid, syscall.SIGCONT)
+	if !waitExit(pid, exitTimeout) {
+		t.Fatalf("server %d still runs after its mount was aborted", pid)
+	}
+
+	mountAt(t, store, mnt)
+	if got := catFile(t, mnt, "by-label/x"); got != "hello\n" {
+		t.Errorf("by-label/x after the new mount = %q", got)
+	}
+	mustFsck(t, store)
+}
