@@ -447,6 +447,17 @@ func alive(pid int) bool {
 	return s[i+2] != 'Z' && s[i+2] != 'X'
 }
 
+// start starts cmd; its Wait's result arrives on the channel returned.
+func start(t *testing.T, cmd *exec.Cmd) chan error {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	return done
+}
+
 // gone polls until every thread of pid has exited (after the main
 // thread, another may still be held in the kernel), or d has passed.
 func gone(pid int, d time.Duration) bool {

@@ -304,11 +304,7 @@ func TestForeground(t *testing.T) {
 	cmd := command(context.Background(), "/", "", bin, "--store", store, "mount", "--foreground", mnt)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := start(t, cmd)
 	t.Cleanup(func() {
 		cleanupMount(t, mnt)
 		select {
@@ -481,13 +477,7 @@ func TestStoppedServerForceUnmount(t *testing.T) {
 
 	// A reader left waiting on the stopped server.
 	reader := exec.Command("cat", filepath.Join(mnt, "by-label", "x"))
-	var readerErr bytes.Buffer
-	reader.Stderr = &readerErr
-	if err := reader.Start(); err != nil {
-		t.Fatal(err)
-	}
-	readerDone := make(chan error, 1)
-	go func() { readerDone <- reader.Wait() }()
+	readerDone := start(t, reader)
 	t.Cleanup(func() { reader.Process.Kill() })
 
 	start := time.Now()

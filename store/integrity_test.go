@@ -737,6 +737,21 @@ func TestLeftoversRemovedOnOpen(t *testing.T) {
 	}
 }
 
+// lockedTemp creates tmp/name in the store at dir and holds an flock on
+// it, as a live writer does, until the test ends (or it is closed).
+func lockedTemp(t *testing.T, dir, name string) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(dir, store.TmpDir, name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // A leftover still locked at Open is removed once its lock goes, not left
 // until the next Open: a server killed a moment ago may still be holding
 // its spools when the new server opens the store (the kernel releases a
@@ -745,15 +760,7 @@ func TestLeftoversRemovedOnOpen(t *testing.T) {
 func TestLeftoverLockedAtOpenRemovedOnceUnlocked(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "store")
 	openAt(t, dir, store.Options{}).Close()
-	name := filepath.Join(dir, store.TmpDir, "spool-0123456789abcdef01234567")
-	dying, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dying.Close()
-	if err := syscall.Flock(int(dying.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		t.Fatal(err)
-	}
+	dying := lockedTemp(t, dir, "spool-0123456789abcdef01234567")
 
 	s := openAt(t, dir, store.Options{})
 	time.Sleep(100 * time.Millisecond)
@@ -778,15 +785,7 @@ func TestLeftoverLockedAtOpenRemovedOnceUnlocked(t *testing.T) {
 func TestCloseWithLeftoverStillLocked(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "store")
 	openAt(t, dir, store.Options{}).Close()
-	name := filepath.Join(dir, store.TmpDir, "label-0123456789abcdef01234567")
-	live, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer live.Close()
-	if err := syscall.Flock(int(live.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		t.Fatal(err)
-	}
+	live := lockedTemp(t, dir, "label-0123456789abcdef01234567")
 	s := openAt(t, dir, store.Options{})
 	time.Sleep(50 * time.Millisecond)
 	closed := make(chan error, 1)
