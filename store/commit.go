@@ -23,19 +23,17 @@ type commit struct {
 	mode  LabelMode
 	reply chan commitResult
 
-	synced bool // the spool's content is durable already
-
 	err     error
 	renamed bool
 }
 
 type commitResult struct{ err error }
 
-// commitBatch makes a group of commits durable together. Content the
-// writers have not synced themselves (small spools) is made durable with
-// one syncfs for the whole batch rather than an fsync each; then every blob
-// is renamed into data/ (or found there already), data/ is synced once,
-// the labels are written, and their directories synced once each.
+// commitBatch makes a group of commits durable together. Their content is
+// durable already (Spool.Commit saw to it, with the syncer for small
+// spools); every blob is renamed into data/ (or found there already),
+// data/ is synced once, the labels are written, and their directories
+// synced once each.
 //
 // With NoGroupCommit every blob pays its own fsyncs, one after another: the
 // baseline the benchmarks compare against.
@@ -53,15 +51,10 @@ func (s *Store) commitBatch(batch []*commit) {
 			}
 		}
 	} else {
-		stats := make([]blobStat, len(batch))
-		for i, c := range batch {
-			stats[i] = s.statBlob(c)
-		}
-		s.syncSpools(batch, stats)
 		anyRenamed := false
-		for i, c := range batch {
+		for _, c := range batch {
 			if c.err == nil {
-				c.err = s.placeBlob(c, stats[i])
+				c.err = s.placeBlob(c, s.statBlob(c))
 				anyRenamed = anyRenamed || c.renamed
 			}
 		}
@@ -96,35 +89,6 @@ func (s *Store) commitBatch(batch []*commit) {
 	}
 	for _, c := range batch {
 		c.reply <- commitResult{err: c.err}
-	}
-}
-
-// syncSpools makes the content of the batch's unsynced spools durable
-// before any of them is renamed into data/: one fsync for a lone spool, one
-// syncfs for several (a single flush of the disk's cache instead of one a
-// blob). Content already in data/ needs no sync: its spool is dropped.
-func (s *Store) syncSpools(batch []*commit, stats []blobStat) {
-	var unsynced []*commit
-	for i, c := range batch {
-		if c.synced || stats[i].err == nil {
-			continue // durable already, or placeBlob dedups it
-		}
-		unsynced = append(unsynced, c)
-	}
-	var err error
-	switch len(unsynced) {
-	case 0:
-		return
-	case 1:
-		err = unsynced[0].f.Sync()
-	default:
-		err = unix.Syncfs(int(unsynced[0].f.Fd()))
-	}
-	for _, c := range unsynced {
-		if err != nil {
-			c.err = blobErr(c.sum, err)
-		}
-		c.synced = err == nil
 	}
 }
 

@@ -271,18 +271,26 @@ func (sp *Spool) Commit(ctx context.Context, label string, mode LabelMode) (Hash
 	if err != nil {
 		return sum, &Error{Op: "store", Name: sum.String(), Err: err}
 	}
-	// A large spool is made durable here, in parallel with other writers,
-	// so the owner's batch never waits for its bytes. Small ones are left
-	// to the owner, which syncs a whole batch of them at once.
-	synced := false
-	if !sp.s.opts.NoGroupCommit && sp.size >= selfSyncSize {
-		if err := sp.f.Sync(); err != nil {
+	// The content is made durable before the owner takes the commit: a
+	// large spool here, in parallel with other writers; small ones by the
+	// syncer, a batch of them with one syncfs, while the owner renames the
+	// batch before. With NoGroupCommit the owner fsyncs each in turn.
+	if !sp.s.opts.NoGroupCommit {
+		var err error
+		if sp.size >= selfSyncSize {
+			err = sp.f.Sync()
+		} else {
+			err = sp.s.groupSync(sp.f)
+		}
+		if errors.Is(err, ErrClosed) {
+			return sum, ErrClosed
+		}
+		if err != nil {
 			return sum, &Error{Op: "store", Name: sum.String(), Err: err}
 		}
-		synced = true
 	}
 	c := &commit{
-		tmp: sp.name, f: sp.f, sum: sum, size: sp.size, synced: synced,
+		tmp: sp.name, f: sp.f, sum: sum, size: sp.size,
 		label: label, mode: mode,
 		reply: make(chan commitResult, 1),
 	}

@@ -71,6 +71,8 @@ type Store struct {
 	quit    chan struct{} // closed by Close
 	done    chan struct{} // closed when the owner has exited
 	retried chan struct{} // closed when retryLeftovers has ended
+	syncq   chan syncReq  // spools waiting for the syncer
+	synced  chan struct{} // closed when the syncer has exited
 
 	closeOnce sync.Once // Close may be called from several goroutines at once
 	closeErr  error
@@ -143,7 +145,14 @@ func Open(dir string, opts Options) (*Store, error) {
 	s.quit = make(chan struct{})
 	s.done = make(chan struct{})
 	s.retried = make(chan struct{})
+	s.syncq = make(chan syncReq, 64)
+	s.synced = make(chan struct{})
 	go s.own()
+	if opts.ReadOnly || opts.NoGroupCommit {
+		close(s.synced)
+	} else {
+		go s.syncLoop()
+	}
 	if len(locked) > 0 {
 		go s.retryLeftovers(locked)
 	} else {
@@ -254,6 +263,7 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.quit)
 		<-s.done
+		<-s.synced
 		<-s.retried // it works in tmp/
 		s.verdicts.close()
 		s.labels.Close()
