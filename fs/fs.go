@@ -137,7 +137,12 @@ func Mount(dir string, st Store, mo MountOptions) (*fuse.Server, error) {
 			// before its open. READDIRPLUS_AUTO: a plain `ls` gets plain
 			// READDIR, so listing by-hash/ makes no node per blob.
 			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_READDIRPLUS_AUTO,
-			Options:           []string{"nosuid", "nodev"},
+			// Every read is answered from a buffer (or by passthrough).
+			// With splice on, go-fuse first tries to put each answer
+			// through a pipe: a 1 MiB answer fails to fit (and is logged),
+			// a smaller one costs a pipe write before the fall-back.
+			DisableSplice: true,
+			Options:       []string{"nosuid", "nodev"},
 		},
 	}
 	if mo.AllowOther {
