@@ -39,10 +39,11 @@ func (f *fsys) blobInode(ctx context.Context, parent *fusefs.Inode, h store.Hash
 	}
 	f.blobAttr(&out.Attr, bi)
 	setTimeouts(out, blobTimeout)
-	// NewInode returns the node this blob already has, if any.
-	ino := parent.NewInode(ctx, &blobNode{fs: f, hash: h}, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: blobIno(h)})
-	ino.Operations().(*blobNode).size.Store(bi.Size)
-	return ino, 0
+	n := &blobNode{fs: f, hash: h}
+	n.size.Store(bi.Size)
+	// go-fuse keeps the node this blob already has, if any, in place of
+	// the new one; its size was set the same way.
+	return parent.NewInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: blobIno(h)}), 0
 }
 
 var _ = (fusefs.NodeReaddirer)((*byHashDir)(nil))
@@ -122,11 +123,13 @@ func (n *blobNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 	}
 	// Nothing to flush on close: spare the kernel the round trip.
 	const keep = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
-	if n.size.Load() < passthroughMin {
+	if size := n.size.Load(); size > 0 && size < passthroughMin {
 		// A small blob is read once into the page cache and served from
 		// there: its file is opened (and verified, once in its life) by
 		// the first read that misses the cache, so a cat of a cached blob
-		// costs the server no open and no close.
+		// costs the server no open and no close. An empty one is never
+		// read, so it is verified here: a blob cut to nothing by a crash
+		// must not pass for empty content.
 		return &blobHandle{fs: n.fs, hash: n.hash, small: true}, keep, 0
 	}
 	bh := &blobHandle{fs: n.fs, hash: n.hash}
@@ -204,10 +207,15 @@ func (h *blobHandle) open(ctx context.Context) syscall.Errno {
 	return 0
 }
 
-// Read serves reads when passthrough is not in use. It reads into dest:
-// a 1 MiB request and its header do not fit a splice pipe.
+// Read serves reads when passthrough is not in use, opening the blob's
+// file on the first.
 func (h *blobHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if errno := h.open(quick(ctx)); errno != 0 {
+		if errno == syscall.ENOENT {
+			// Removed (by gc) since it was opened: read(2) has no
+			// "no such file"; the file is gone under the reader.
+			errno = syscall.EIO
+		}
 		return nil, errno
 	}
 	n, err := h.f.ReadAt(dest, off)

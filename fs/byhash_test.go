@@ -358,23 +358,36 @@ func refusalCases(m *mounted, p, newPath string, other store.Hash) []refusal {
 }
 
 // TestByHashCorruptBlob: a blob whose content does not hash to its name
-// (Theater writes in place; a crash tears it) reads as EIO.
+// (Theater writes in place; a crash tears it, or leaves it empty) reads as
+// EIO, large or small; the empty content itself reads as empty.
 func TestByHashCorruptBlob(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "store")
 	if err := os.MkdirAll(filepath.Join(dir, store.DataDir), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	h := shaStr("the real content")
-	if err := os.WriteFile(filepath.Join(dir, store.DataDir, h.String()), []byte("torn real content"), 0o644); err != nil {
-		t.Fatal(err)
+	torn, cut, big, empty := shaStr("the real content"), shaStr("content lost in a crash"), shaStr("big"), shaStr("")
+	for h, b := range map[store.Hash][]byte{
+		torn:  []byte("torn real content"),
+		cut:   nil,
+		big:   bigContent(passthroughMin+1, 3),
+		empty: nil,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, store.DataDir, h.String()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	m := mountDir(t, dir, MountOptions{})
-	if _, err := os.ReadFile(m.blob(h)); !errors.Is(err, syscall.EIO) {
-		t.Errorf("reading a corrupt blob: %v, want EIO", err)
+	for name, h := range map[string]store.Hash{"torn": torn, "cut to nothing": cut, "large": big} {
+		if b, err := os.ReadFile(m.blob(h)); !errors.Is(err, syscall.EIO) {
+			t.Errorf("reading a corrupt blob (%s): %d bytes, %v; want EIO", name, len(b), err)
+		}
+		if !strings.Contains(m.logs.String(), h.String()) {
+			t.Errorf("no log line names the corrupt blob %s (%s); log:\n%s", h, name, m.logs)
+		}
 	}
-	if !strings.Contains(m.logs.String(), h.String()) {
-		t.Errorf("no log line names the corrupt blob %s; log:\n%s", h, m.logs)
+	if b, err := os.ReadFile(m.blob(empty)); err != nil || len(b) != 0 {
+		t.Errorf("reading the empty blob: %q, %v", b, err)
 	}
 }
 
