@@ -44,8 +44,8 @@ func (s *Store) commitBatch(batch []*commit) {
 				c.err = blobErr(c.sum, c.err)
 				continue
 			}
-			if c.err = s.placeBlob(c, s.statBlob(c)); c.err == nil && c.renamed {
-				if err := s.dataDir.Sync(); err != nil {
+			if c.err = s.placeBlob(c, s.statBlob(c)); c.err == nil && (c.renamed || s.dataUnsynced) {
+				if err := s.syncData(); err != nil {
 					c.err = blobErr(c.sum, err)
 				}
 			}
@@ -58,11 +58,14 @@ func (s *Store) commitBatch(batch []*commit) {
 				anyRenamed = anyRenamed || c.renamed
 			}
 		}
-		if anyRenamed {
-			if err := s.dataDir.Sync(); err != nil {
+		if anyRenamed || s.dataUnsynced {
+			if err := s.syncData(); err != nil {
+				// Every commit of the batch fails, also one that found
+				// its blob in place: the name may be one this batch (or
+				// an earlier failed one) renamed and never made durable.
 				for _, c := range batch {
-					if c.renamed {
-						c.err = blobErr(c.sum, fmt.Errorf("syncing data/: %w", err))
+					if c.err == nil {
+						c.err = blobErr(c.sum, err)
 					}
 				}
 			}
@@ -90,6 +93,18 @@ func (s *Store) commitBatch(batch []*commit) {
 	for _, c := range batch {
 		c.reply <- commitResult{err: c.err}
 	}
+}
+
+// syncData fsyncs data/, making the renames into it durable. Until one
+// succeeds after a failure, every commit syncs it again, also one that
+// renamed nothing: the blob it found may be a rename not durable yet.
+func (s *Store) syncData() error {
+	err := s.dataDir.Sync()
+	s.dataUnsynced = err != nil
+	if err != nil {
+		return fmt.Errorf("syncing data/: %w", err)
+	}
+	return nil
 }
 
 // blobStat is what data/ holds under a commit's name before it is placed.

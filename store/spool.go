@@ -27,6 +27,7 @@ type Spool struct {
 	s      *Store
 	f      *os.File
 	name   string // file name inside tmp/
+	seq    uint64 // its place among the store's spools, in order made
 	h      *Hasher
 	hashed int64 // bytes hashed in order so far
 	size   int64
@@ -51,7 +52,7 @@ func (s *Store) NewSpool() (*Spool, error) {
 		}
 		return nil, &Error{Op: "store", Name: "tmp/", Err: err}
 	}
-	return &Spool{s: s, f: f, name: name, h: NewHasher()}, nil
+	return &Spool{s: s, f: f, name: name, seq: s.spools.Add(1), h: NewHasher()}, nil
 }
 
 var errReadOnly = fmt.Errorf("read-only store: %w", os.ErrPermission)
@@ -280,7 +281,7 @@ func (sp *Spool) Commit(ctx context.Context, label string, mode LabelMode) (Hash
 		if sp.size >= selfSyncSize {
 			err = sp.f.Sync()
 		} else {
-			err = sp.s.groupSync(sp.f)
+			err = sp.s.groupSync(sp.f, sp.seq)
 		}
 		if errors.Is(err, ErrClosed) {
 			return sum, ErrClosed
@@ -460,8 +461,8 @@ func (p *writePipe) writeAt(b []byte, off int64) error {
 		if !errors.Is(err, unix.EINVAL) {
 			return err
 		}
-		// The file system wants another alignment; nothing was written.
-		// Buffered from here on.
+		// The file system wants another alignment: the piece is written
+		// again, buffered, and so is everything after it.
 		p.direct.Close()
 		p.direct = nil
 	}

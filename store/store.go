@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -73,6 +74,11 @@ type Store struct {
 	retried chan struct{} // closed when retryLeftovers has ended
 	syncq   chan syncReq  // spools waiting for the syncer
 	synced  chan struct{} // closed when the syncer has exited
+	spools  atomic.Uint64 // spools made so far: each one's sequence number
+
+	// dataUnsynced: an fsync of data/ failed, so renames into it may not
+	// be durable. Owner only.
+	dataUnsynced bool
 
 	closeOnce sync.Once // Close may be called from several goroutines at once
 	closeErr  error

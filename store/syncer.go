@@ -15,6 +15,7 @@ import (
 
 type syncReq struct {
 	f    *os.File
+	seq  uint64 // the spool's sequence number: lower ones were made earlier
 	done chan error
 }
 
@@ -49,8 +50,17 @@ func (s *Store) syncLoop() {
 		if len(batch) == 1 {
 			err = batch[0].f.Sync()
 		} else {
-			// One flush of the disk's cache for the whole batch.
-			err = unix.Syncfs(int(batch[0].f.Fd()))
+			// One flush of the disk's cache for the whole batch. syncfs
+			// reports a write error that happened since the file it is
+			// given was opened: give it the oldest spool, so an error
+			// writing any of them is seen.
+			oldest := batch[0]
+			for _, r := range batch[1:] {
+				if r.seq < oldest.seq {
+					oldest = r
+				}
+			}
+			err = unix.Syncfs(int(oldest.f.Fd()))
 		}
 		for _, r := range batch {
 			r.done <- err
@@ -60,8 +70,8 @@ func (s *Store) syncLoop() {
 
 // groupSync makes f's content durable together with the other spools
 // waiting at the moment.
-func (s *Store) groupSync(f *os.File) error {
-	r := syncReq{f: f, done: make(chan error, 1)}
+func (s *Store) groupSync(f *os.File, seq uint64) error {
+	r := syncReq{f: f, seq: seq, done: make(chan error, 1)}
 	select {
 	case s.syncq <- r:
 	case <-s.quit:
