@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -53,7 +54,7 @@ func unmountCommand() *cli.Command {
 		Usage:     "unmount MOUNTPOINT; the server exits",
 		ArgsUsage: "MOUNTPOINT",
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "force", Usage: "abort a mount that does not answer (its server stopped or hung): waiting requests fail, then it is unmounted"},
+			&cli.BoolFlag{Name: "force", Usage: "abort a mount that does not answer (its server stopped or hung): waiting requests fail, then it is unmounted; detach one that answers but is busy"},
 		},
 		Action: cmdUnmount,
 	}
@@ -417,6 +418,9 @@ func statfsWithin(p string, d time.Duration) error {
 // that waits for the dead server, and the server cannot finish exiting
 // until the connection is aborted.
 func abort(p string) error {
+	if t := mountType(p); t != "fuse" && !strings.HasPrefix(t, "fuse.") {
+		return fmt.Errorf("%s is not a FUSE mount (%s): not aborting it", p, t)
+	}
 	if os.Geteuid() == 0 {
 		// With MNT_FORCE, FUSE aborts the connection before unmounting.
 		err := syscall.Unmount(p, syscall.MNT_FORCE)
@@ -427,8 +431,8 @@ func abort(p string) error {
 	}
 	// A user may abort a connection of theirs through the FUSE control
 	// file system, where it is mounted; then detach the mount.
-	if minor, ok := mountMinor(p); ok {
-		ctl := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", minor)
+	if conn, ok := fuseConnection(p); ok {
+		ctl := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", conn)
 		if err := os.WriteFile(ctl, []byte("1"), 0); err != nil {
 			slog.Warn("cannot abort the FUSE connection; detaching the mount only", "mountpoint", p, "err", err)
 		}
@@ -436,26 +440,35 @@ func abort(p string) error {
 	return detach(p)
 }
 
-// mountMinor returns the device minor of the mount at p, which names its
-// connection in the FUSE control file system.
-func mountMinor(p string) (uint64, bool) {
+// fuseConnection returns the number of the FUSE connection behind the
+// mount at p, which names it in the FUSE control file system: the device
+// number of the mount, always of major 0 for FUSE (fuseblk aside, which
+// this refuses).
+func fuseConnection(p string) (uint64, bool) {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return 0, false
 	}
-	var minor uint64
+	var conn uint64
 	found := false
 	for line := range strings.SplitSeq(string(b), "\n") {
+		// id parent major:minor root mountpoint options... - fstype source ...
 		f := strings.Fields(line)
 		if len(f) < 5 || unescapeMount(f[4]) != p {
 			continue
 		}
-		_, mn, ok := strings.Cut(f[2], ":")
-		if v, err := strconv.ParseUint(mn, 10, 32); ok && err == nil {
-			minor, found = v, true // the last mount at p is the one in effect
+		found = false // the last mount at p is the one in effect
+		sep := slices.Index(f, "-")
+		if sep < 0 || sep+1 >= len(f) || (f[sep+1] != "fuse" && !strings.HasPrefix(f[sep+1], "fuse.")) {
+			continue
+		}
+		major, minor, ok := strings.Cut(f[2], ":")
+		v, err := strconv.ParseUint(minor, 10, 32)
+		if ok && major == "0" && err == nil {
+			conn, found = v, true
 		}
 	}
-	return minor, found
+	return conn, found
 }
 
 // detach lazily unmounts p: it works on a stale mount whose server is gone.
@@ -478,15 +491,12 @@ func cmdUnmount(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.Bool("force") {
-		if mountType(mnt) == "" {
-			return fmt.Errorf("%s is not mounted", mnt)
-		}
-		return abort(mnt)
-	}
+	force := c.Bool("force")
 	switch err := statfsWithin(mnt, answerTimeout); {
 	case errors.Is(err, syscall.ENOTCONN):
 		return detach(mnt)
+	case errors.Is(err, errNoAnswer) && force:
+		return abort(mnt)
 	case errors.Is(err, errNoAnswer):
 		return fmt.Errorf("%s does not answer (its server is stopped or hung): `theater-storefs unmount --force %s` fails its waiting requests and unmounts it", mnt, mnt)
 	}
@@ -494,9 +504,13 @@ func cmdUnmount(c *cli.Context) error {
 		return fmt.Errorf("%s is not mounted", mnt)
 	}
 	if os.Geteuid() != 0 {
-		out, err := exec.Command("fusermount3", "-u", mnt).CombinedOutput()
+		args := []string{"-u", mnt}
+		if force {
+			args = []string{"-u", "-z", mnt}
+		}
+		out, err := exec.Command("fusermount3", args...).CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("fusermount3 -u %s: %s", mnt, strings.TrimSpace(string(out)))
+			return fmt.Errorf("fusermount3 %s: %s", strings.Join(args, " "), strings.TrimSpace(string(out)))
 		}
 		return nil
 	}
@@ -508,6 +522,11 @@ func cmdUnmount(c *cli.Context) error {
 		}
 		time.Sleep(delay)
 		delay *= 2
+	}
+	if errors.Is(err, syscall.EBUSY) && force {
+		// A mount that answers is never aborted: detached, it serves
+		// the files still open and goes when the last is closed.
+		err = syscall.Unmount(mnt, syscall.MNT_DETACH)
 	}
 	if err != nil {
 		return fmt.Errorf("unmounting %s: %w", mnt, err)

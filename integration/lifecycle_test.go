@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"os/exec"
@@ -521,4 +522,38 @@ func TestStoppedServerForceUnmount(t *testing.T) {
 		t.Errorf("by-label/x after the new mount = %q", got)
 	}
 	mustFsck(t, store)
+}
+
+// TestForceUnmountBusyDetaches: unmount --force of a mount that answers
+// but is busy (a file open on it) never aborts it: the mount is detached,
+// the open file still reads, and the server exits once it is closed.
+func TestForceUnmountBusyDetaches(t *testing.T) {
+	requireFuse(t)
+	t.Parallel()
+	store := emptyStore(t)
+	mnt := mountStore(t, store)
+	mustSh(t, mnt, "echo still here > by-label/x")
+	pid := serverPID(t, mnt)
+	f, err := os.Open(filepath.Join(mnt, "by-label", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if r := cli(t, "unmount", mnt); r.code != 1 || !strings.Contains(r.stderr, "busy") {
+		t.Errorf("unmount of a busy mount: want exit 1 saying busy, got\n%s", r)
+	}
+	if r := cli(t, "unmount", "--force", mnt); r.code != 0 {
+		t.Fatalf("unmount --force of a busy mount: %s", r)
+	}
+	if isMounted(mnt) {
+		t.Errorf("%s still mounted after unmount --force", mnt)
+	}
+	b, err := io.ReadAll(f)
+	if err != nil || string(b) != "still here\n" {
+		t.Errorf("reading the file left open: %q, %v; want its content (detached, not aborted)", b, err)
+	}
+	f.Close()
+	if !waitExit(pid, exitTimeout) {
+		t.Errorf("server %d still runs after its detached mount's last file closed", pid)
+	}
 }
