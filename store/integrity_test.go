@@ -74,8 +74,22 @@ func overwriteKeepingStat(t *testing.T, path string, content []byte) {
 		t.Fatal(err)
 	}
 	f.Close()
-	if err := os.Chtimes(path, time.Now(), fi.ModTime()); err != nil {
-		t.Fatal(err)
+	// The ctime moves with the write, unless the kernel's clock for it
+	// (coarse before Linux 6.13) has not ticked since the last change:
+	// then change it again until it has, as any later change would.
+	ctime0 := fi.Sys().(*syscall.Stat_t).Ctim
+	for deadline := time.Now().Add(time.Second); ; {
+		if err := os.Chtimes(path, time.Now(), fi.ModTime()); err != nil {
+			t.Fatal(err)
+		}
+		now, err := os.Lstat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now.Sys().(*syscall.Stat_t).Ctim != ctime0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 	if after := keyOfPath(t, path); after != before {
 		t.Fatalf("could not keep the stat key: %+v became %+v", before, after)
