@@ -247,10 +247,7 @@ func TestMountReadOnly(t *testing.T) {
 func TestUnmountStopsServer(t *testing.T) {
 	requireFuse(t)
 	t.Parallel()
-	store := emptyStore(t)
-	mnt := mountStore(t, store)
-	mustSh(t, mnt, "echo kept > by-label/x")
-	pid := serverPID(t, mnt)
+	store, mnt, pid := servedLabel(t, "kept\n")
 
 	if r := unmount(t, mnt); r.code != 0 {
 		t.Fatalf("unmount:\n%s", r)
@@ -275,10 +272,7 @@ func TestSignalUnmounts(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			t.Parallel()
-			store := emptyStore(t)
-			mnt := mountStore(t, store)
-			mustSh(t, mnt, "echo kept > by-label/x")
-			pid := serverPID(t, mnt)
+			store, mnt, pid := servedLabel(t, "kept\n")
 			if err := syscall.Kill(pid, sig); err != nil {
 				t.Fatal(err)
 			}
@@ -416,10 +410,7 @@ func TestUmountEndsServer(t *testing.T) {
 			case os.Geteuid() != 0:
 				t.Skip("umount of a FUSE mount needs root")
 			}
-			store := emptyStore(t)
-			mnt := mountStore(t, store)
-			mustSh(t, mnt, "echo x > by-label/x")
-			pid := serverPID(t, mnt)
+			store, mnt, pid := servedLabel(t, "x\n")
 			mustSh(t, "/", tool+" "+q(mnt))
 			if isMounted(mnt) {
 				t.Errorf("%s still mounted after %s", mnt, tool)
@@ -467,10 +458,7 @@ func TestMountErrors(t *testing.T) {
 func TestStoppedServerForceUnmount(t *testing.T) {
 	requireFuse(t)
 	t.Parallel()
-	store := emptyStore(t)
-	mnt := mountStore(t, store)
-	mustSh(t, mnt, "echo hello > by-label/x")
-	pid := serverPID(t, mnt)
+	store, mnt, pid := servedLabel(t, "hello\n")
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -530,10 +518,7 @@ func TestStoppedServerForceUnmount(t *testing.T) {
 func TestForceUnmountBusyDetaches(t *testing.T) {
 	requireFuse(t)
 	t.Parallel()
-	store := emptyStore(t)
-	mnt := mountStore(t, store)
-	mustSh(t, mnt, "echo still here > by-label/x")
-	pid := serverPID(t, mnt)
+	_, mnt, pid := servedLabel(t, "still here\n")
 	f, err := os.Open(filepath.Join(mnt, "by-label", "x"))
 	if err != nil {
 		t.Fatal(err)
@@ -556,4 +541,14 @@ func TestForceUnmountBusyDetaches(t *testing.T) {
 	if !waitExit(pid, exitTimeout) {
 		t.Errorf("server %d still runs after its detached mount's last file closed", pid)
 	}
+}
+
+// servedLabel mounts a fresh store holding label x with content, and
+// returns the store, the mountpoint and the server's pid.
+func servedLabel(t *testing.T, content string) (store, mnt string, pid int) {
+	t.Helper()
+	store = emptyStore(t)
+	mnt = mountStore(t, store)
+	mustSh(t, mnt, "printf %s "+q(content)+" > by-label/x")
+	return store, mnt, serverPID(t, mnt)
 }
