@@ -99,7 +99,7 @@ func (s *Store) commitBatch(batch []*commit) {
 // succeeds after a failure, every commit syncs it again, also one that
 // renamed nothing: the blob it found may be a rename not durable yet.
 func (s *Store) syncData() error {
-	err := s.dataDir.Sync()
+	err := s.syncDir(s.dataDir)
 	s.dataUnsynced = err != nil
 	if err != nil {
 		return fmt.Errorf("syncing data/: %w", err)

@@ -896,3 +896,47 @@ func TestVerdictLogTolerant(t *testing.T) {
 	// override it.
 	getHashing(t, s2, h, []byte("remembered"), 0)
 }
+
+// TestDataSyncFailure: when the fsync of data/ fails, the commit fails and
+// its label is not written. The next commit of the same content finds the
+// blob in place, but its rename may not be durable: data/ is synced again
+// before the label points at it. Once that succeeded, a commit that
+// renames nothing syncs nothing.
+func TestDataSyncFailure(t *testing.T) {
+	for _, mode := range []struct {
+		name string
+		opts store.Options
+	}{{"group commit", store.Options{}}, {"one fsync per blob", store.Options{NoGroupCommit: true}}} {
+		t.Run(mode.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "store")
+			mode.opts.Logger = quiet
+			s := openAt(t, dir, mode.opts)
+			var syncs int
+			store.FailDataSyncs(s, 1, &syncs)
+			content := "content whose rename is not durable"
+			_, _, err := s.PutLabeled(bg, strings.NewReader(content), "first", store.LabelReplace)
+			wantErr(t, "PutLabeled with data/ failing to sync", err, syscall.EIO)
+			if labelFileExists(dir, "first") {
+				t.Errorf("a label was written for a blob whose rename failed to sync")
+			}
+			if syncs != 1 {
+				t.Fatalf("%d syncs of data/ for the first commit, want 1", syncs)
+			}
+
+			h, _, err := s.PutLabeled(bg, strings.NewReader(content), "second", store.LabelReplace)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantRefs(t, s, "second", h)
+			if syncs != 2 {
+				t.Errorf("%d syncs of data/ after a commit that found the unsynced blob in place, want 2", syncs)
+			}
+			if _, _, err := s.PutLabeled(bg, strings.NewReader(content), "third", store.LabelReplace); err != nil {
+				t.Fatal(err)
+			}
+			if syncs != 2 {
+				t.Errorf("%d syncs of data/ after a commit that renamed nothing into a synced data/, want 2", syncs)
+			}
+		})
+	}
+}

@@ -79,6 +79,8 @@ type Store struct {
 	// dataUnsynced: an fsync of data/ failed, so renames into it may not
 	// be durable. Owner only.
 	dataUnsynced bool
+	// syncDir fsyncs a directory of the store; tests make it fail.
+	syncDir func(*os.File) error
 
 	closeOnce sync.Once // Close may be called from several goroutines at once
 	closeErr  error
@@ -107,7 +109,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, &Error{Op: "open store", Name: abs, Err: err}
 	}
-	s := &Store{dir: abs, root: root, opts: opts, log: opts.Logger}
+	s := &Store{dir: abs, root: root, opts: opts, log: opts.Logger, syncDir: (*os.File).Sync}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
