@@ -183,10 +183,14 @@ func (n *labelNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 		}
 	}
 	name, ok := n.label()
+	if !ok && !writing {
+		// Removed between the path walk and this open. A reader finds
+		// it gone, as it would a file removed a moment earlier.
+		return nil, 0, syscall.ENOENT
+	}
 	if !ok {
-		// Removed between the path walk and this open: ESTALE makes the
-		// kernel walk the path again, so an open with O_CREAT creates the
-		// label anew rather than failing.
+		// ESTALE makes the kernel walk the path again (once), so an open
+		// with O_CREAT creates the label anew rather than failing.
 		return nil, 0, syscall.ESTALE
 	}
 	li, _, err := n.statLabel(ctx, name)
