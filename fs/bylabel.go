@@ -99,7 +99,9 @@ func (d *labelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	// parent records, that it is this label, and its writers would
 	// commit to a name that was since removed or renamed.
 	if ch := d.GetChild(name); ch != nil {
-		if n, ok := ch.Operations().(*labelNode); ok {
+		// A sealed node is a fixed version for its readers: the name
+		// gets a fresh node (see labelNode.openSealed).
+		if n, ok := ch.Operations().(*labelNode); ok && n.sealedAs() == nil {
 			n.attrFrom(ctx, li, &out.Attr)
 			setTimeouts(out, d.fs.labelTTL)
 			out.SetAttrTimeout(0)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -1137,4 +1138,97 @@ func TestReadOnlyMount(t *testing.T) {
 		t.Errorf("namespace ns gone")
 	}
 	m.wantNoLabel("new")
+}
+
+// TestLargeLabelReadersAndWriters: a large label is read from a sealed
+// version (passthrough to its blob where the kernel allows it, else the
+// page cache), and that never gets in a writer's way: writing, appending,
+// truncating, renaming and removing the label while readers hold it all
+// work, each reader reads the version it opened, whole, and a new open
+// reads the newest.
+func TestLargeLabelReadersAndWriters(t *testing.T) {
+	t.Parallel()
+	stats := NewStats()
+	m := mountStore(t, MountOptions{Stats: stats})
+	v1, v2 := bigContent(passthroughMin*2, 1), bigContent(passthroughMin*3, 2)
+	writeFile(t, m.label("big"), string(v1))
+
+	// Read twice: the second read (the first too, with passthrough) is
+	// served by the kernel without asking the server.
+	readFile(t, m.label("big"))
+	before := stats.Snapshot().Ops["read"].Count
+	if got := readFile(t, m.label("big")); got != string(v1) {
+		t.Fatalf("reading v1: %d bytes", len(got))
+	}
+	if n := stats.Snapshot().Ops["read"].Count - before; n != 0 {
+		t.Errorf("reading a large label again made %d read requests, want none (passthrough or page cache)", n)
+	}
+
+	r1, err := os.Open(m.label("big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Close()
+	head := make([]byte, 1000)
+	if _, err := io.ReadFull(r1, head); err != nil || !bytes.Equal(head, v1[:1000]) {
+		t.Fatalf("first read of v1: %v", err)
+	}
+
+	// A new version while r1 reads: the write works, a new open reads it.
+	if err := os.WriteFile(m.label("big"), v2, 0o644); err != nil {
+		t.Fatalf("writing a label a reader holds: %v", err)
+	}
+	if got := readFile(t, m.label("big")); got != string(v2) {
+		t.Errorf("a new open after the write reads %d bytes, want v2 (%d)", len(got), len(v2))
+	}
+	if fi, err := os.Stat(m.label("big")); err != nil || fi.Size() != int64(len(v2)) {
+		t.Errorf("stat after the write: %v, %v; want size %d", fi, err, len(v2))
+	}
+
+	// r2 holds v2 while it is appended to, truncated and renamed.
+	r2, err := os.Open(m.label("big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	a, err := os.OpenFile(m.label("big"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatalf("opening for append a label a reader holds: %v", err)
+	}
+	if _, err := a.WriteString("tail"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, m.label("big")); got != string(v2)+"tail" {
+		t.Errorf("after the append: %d bytes, want v2+tail", len(got))
+	}
+	if err := os.Truncate(m.label("big"), passthroughMin+1); err != nil {
+		t.Fatalf("truncate of a label a reader holds: %v", err)
+	}
+	if got := readFile(t, m.label("big")); got != string(v2[:passthroughMin+1]) {
+		t.Errorf("after truncate: %d bytes, want %d", len(got), passthroughMin+1)
+	}
+	if err := os.Rename(m.label("big"), m.label("moved")); err != nil {
+		t.Fatalf("rename of a label a reader holds: %v", err)
+	}
+	m.wantNoLabel("big")
+	if err := os.Remove(m.label("moved")); err != nil {
+		t.Fatalf("rm of a label a reader holds: %v", err)
+	}
+	m.wantNoLabel("moved")
+
+	// Each reader still reads its version whole.
+	rest, err := io.ReadAll(r1)
+	if err != nil || !bytes.Equal(append(head, rest...), v1) {
+		t.Errorf("r1 read %d bytes (%v), want v1 whole (%d)", len(head)+len(rest), err, len(v1))
+	}
+	all, err := io.ReadAll(r2)
+	if err != nil || !bytes.Equal(all, v2) {
+		t.Errorf("r2 read %d bytes (%v), want v2 whole (%d)", len(all), err, len(v2))
+	}
+	if fi, err := r1.Stat(); err != nil || fi.Size() != int64(len(v1)) {
+		t.Errorf("fstat of r1: %v, %v; want v1's size %d", fi, err, len(v1))
+	}
 }

@@ -30,6 +30,10 @@ type labelNode struct {
 
 	mu      sync.Mutex
 	writers map[*labelHandle]struct{} // open for writing, for Getattr's size
+	// sealed: the node is a fixed version of the label, read by
+	// passthrough (or the page cache) and never written again. See
+	// openSealed.
+	sealed *sealedVersion
 
 	// commitMu orders commits through this node against rm of its label.
 	// Lock order: commitMu, then mu, then a handle's mu.
@@ -72,6 +76,10 @@ var _ = (fusefs.NodeGetattrer)((*labelNode)(nil))
 func (n *labelNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	ctx = quick(ctx)
 	out.SetTimeout(0)
+	if v := n.sealedAs(); v != nil {
+		n.fs.fileAttr(&out.Attr, n.perm(), v.size, v.mtime)
+		return 0
+	}
 	if h := n.writerOf(ctx); h != nil {
 		n.fs.fileAttr(&out.Attr, n.perm(), h.size(), timeNow())
 		return 0
@@ -183,6 +191,11 @@ func (n *labelNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 		}
 	}
 	name, ok := n.label()
+	if n.sealedAs() != nil && (writing || !ok) {
+		// A sealed version takes no writer, and one replaced under its
+		// name sends the path walk to the node now there.
+		return nil, 0, syscall.ESTALE
+	}
 	if !ok && !writing {
 		// Removed between the path walk and this open. A reader finds
 		// it gone, as it would a file removed a moment earlier.
@@ -219,6 +232,16 @@ func (n *labelNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 		base = f
 	}
 	if !writing {
+		if h, flags, en, ok := n.openSealed(ctx, head, li.ModTime, base); ok {
+			return h, flags, en
+		}
+		if n.sealedAs() != nil {
+			// Sealed at another version, or too small to be sealed now.
+			if base != nil {
+				base.Close()
+			}
+			return nil, 0, syscall.ESTALE
+		}
 		h := &labelHandle{node: n, base: base}
 		n.fs.opened(h)
 		return h, fuse.FOPEN_DIRECT_IO, 0
@@ -237,24 +260,89 @@ func (n *labelNode) openWriter(ctx context.Context, base *os.File, fresh bool) (
 	if caller, ok := fuse.FromContext(ctx); ok {
 		h.tgid = processOf(caller.Pid)
 	}
-	n.fs.opened(h)
+	var sp *store.Spool
 	if fresh {
-		sp, err := n.fs.st.NewSpool()
-		if err != nil {
+		var err error
+		if sp, err = n.fs.st.NewSpool(); err != nil {
 			if base != nil {
 				base.Close()
 			}
 			return nil, n.fs.errno("spool", err)
 		}
+	}
+	if sp != nil {
 		h.spool, h.dirty = sp, true
 	}
+	// The seal and a writer exclude each other: both are decided under
+	// the node's lock (see openSealed).
 	n.mu.Lock()
+	if n.sealed != nil {
+		n.mu.Unlock()
+		if sp != nil {
+			sp.Discard()
+		}
+		if base != nil {
+			base.Close()
+		}
+		return nil, syscall.ESTALE
+	}
 	if n.writers == nil {
 		n.writers = map[*labelHandle]struct{}{}
 	}
 	n.writers[h] = struct{}{}
 	n.mu.Unlock()
+	n.fs.opened(h)
 	return h, 0
+}
+
+// sealedVersion is the version of the label a sealed node shows.
+type sealedVersion struct {
+	head  store.Hash
+	size  int64
+	mtime time.Time
+}
+
+func (n *labelNode) sealedAs() *sealedVersion {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.sealed
+}
+
+// openSealed opens a large label for reading at the speed of by-hash/: by
+// FUSE passthrough to its blob where the kernel allows it, else through
+// the page cache. The kernel lets no other kind of open share an inode
+// with a passthrough file, and a page cache shared with writers would mix
+// versions, so the node is sealed first: it shows this version of the
+// label from now on, and takes no writer (ESTALE: the kernel walks the
+// path again, and the lookup then puts a fresh node under the name). A
+// node with writers is not sealed; its readers use direct I/O.
+//
+// ok is false when the open is not for a sealed node: the label is small,
+// the caller writes it, or it has writers.
+func (n *labelNode) openSealed(ctx context.Context, head store.Hash, mtime time.Time, base *os.File) (fusefs.FileHandle, uint32, syscall.Errno, bool) {
+	if n.fixed != "" || base == nil || n.writerOf(ctx) != nil {
+		return nil, 0, 0, false
+	}
+	fi, err := base.Stat()
+	if err != nil || fi.Size() < passthroughMin {
+		return nil, 0, 0, false
+	}
+	n.mu.Lock()
+	switch {
+	case len(n.writers) > 0:
+		n.mu.Unlock()
+		return nil, 0, 0, false
+	case n.sealed == nil:
+		n.sealed = &sealedVersion{head: head, size: fi.Size(), mtime: mtime}
+	case n.sealed.head != head:
+		n.mu.Unlock()
+		return nil, 0, 0, false
+	}
+	n.mu.Unlock()
+	h := &labelHandle{node: n, base: base, sealed: true}
+	n.fs.opened(h)
+	// The content of a sealed node never changes: its pages may stay.
+	return h, fuse.FOPEN_KEEP_CACHE, 0, true
 }
 
 var _ = (fusefs.NodeSetattrer)((*labelNode)(nil))
@@ -357,6 +445,7 @@ func (n *labelNode) Removexattr(ctx context.Context, attr string) syscall.Errno 
 type labelHandle struct {
 	node     *labelNode
 	writable bool
+	sealed   bool   // a reader of a sealed node: by passthrough where possible
 	append   bool   // O_APPEND: every write goes at the end of this handle's copy
 	tgid     uint32 // the process that opened it for writing
 
@@ -398,11 +487,20 @@ func (h *labelHandle) size() int64 {
 
 var (
 	_ = (fusefs.FileReader)((*labelHandle)(nil))
+	_ = (fusefs.FilePassthroughFder)((*labelHandle)(nil))
 	_ = (fusefs.FileWriter)((*labelHandle)(nil))
 	_ = (fusefs.FileFlusher)((*labelHandle)(nil))
 	_ = (fusefs.FileFsyncer)((*labelHandle)(nil))
 	_ = (fusefs.FileReleaser)((*labelHandle)(nil))
 )
+
+// PassthroughFd hands the kernel the blob of a sealed node's version.
+func (h *labelHandle) PassthroughFd() (int, bool) {
+	if !h.sealed {
+		return 0, false
+	}
+	return int(h.base.Fd()), true
+}
 
 func (h *labelHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.mu.Lock()
