@@ -10,8 +10,9 @@
 //
 // Caching is set per kind of node: blobs never change, so their entries,
 // attributes and pages are cached for an hour; labels and chain heads
-// change, so their timeouts are short and their pages are not kept across
-// opens.
+// change, so their timeouts are short and they are read with direct I/O,
+// except a large label's sealed version, which never changes either and
+// is read like a blob (labelNode.openSealed).
 package fs
 
 import (

@@ -510,9 +510,7 @@ func (h *labelHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 	case h.spool != nil:
 		r = h.spool
 	case h.base != nil:
-		// Labels are opened with direct I/O, whose requests (1 MiB
-		// and a header) do not fit a splice pipe: read into dest.
-		r = h.base
+		r = h.base // the version opened (a sealed one without passthrough too)
 	default:
 		return fuse.ReadResultData(nil), 0
 	}
