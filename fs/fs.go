@@ -77,7 +77,41 @@ type fsys struct {
 	// open holds every file handle not released yet: go-fuse sends no
 	// Release for files still open when the mount goes away.
 	open sync.Map // fusefs.FileReleaser -> struct{}
+
+	staleMu sync.Mutex
+	stale   map[uint32]time.Time // process -> when its label open last got ESTALE
 }
+
+// staleAgain reports whether the calling process got ESTALE from a label
+// open a moment ago, which makes this open the kernel's one retry of it;
+// if not, it notes the ESTALE about to be given.
+func (f *fsys) staleAgain(ctx context.Context) bool {
+	caller, ok := fuse.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	pid, now := processOf(caller.Pid), time.Now()
+	f.staleMu.Lock()
+	defer f.staleMu.Unlock()
+	if t, ok := f.stale[pid]; ok && now.Sub(t) < staleRetryWindow {
+		delete(f.stale, pid)
+		return true
+	}
+	if f.stale == nil {
+		f.stale = map[uint32]time.Time{}
+	}
+	for p, t := range f.stale { // the map holds only the last moment's
+		if now.Sub(t) >= staleRetryWindow {
+			delete(f.stale, p)
+		}
+	}
+	f.stale[pid] = now
+	return false
+}
+
+// staleRetryWindow is how soon after an ESTALE the kernel's retry comes:
+// it walks the path again at once.
+const staleRetryWindow = 100 * time.Millisecond
 
 func (f *fsys) opened(h fusefs.FileReleaser)   { f.open.Store(h, struct{}{}) }
 func (f *fsys) released(h fusefs.FileReleaser) { f.open.Delete(h) }

@@ -202,9 +202,24 @@ func (n *labelNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 		return nil, 0, syscall.ENOENT
 	}
 	if !ok {
-		// ESTALE makes the kernel walk the path again (once), so an open
-		// with O_CREAT creates the label anew rather than failing.
-		return nil, 0, syscall.ESTALE
+		if !n.fs.staleAgain(ctx) {
+			// ESTALE makes the kernel walk the path again (once), so an
+			// open with O_CREAT creates the label anew rather than
+			// failing.
+			return nil, 0, syscall.ESTALE
+		}
+		// The kernel's second walk met a label removed again (labels
+		// removed and made by others as fast as it walks): the open
+		// succeeds as an open racing an unlink does, on the removed
+		// file, and what is written through it goes nowhere.
+		h, en := n.openWriter(ctx, nil, true)
+		if en != 0 {
+			return nil, 0, en
+		}
+		h.mu.Lock()
+		h.removed = true
+		h.mu.Unlock()
+		return h, fuse.FOPEN_DIRECT_IO, 0
 	}
 	li, _, err := n.statLabel(ctx, name)
 	if errors.Is(err, store.ErrNotFound) && writing {

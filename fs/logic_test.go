@@ -10,7 +10,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/theater-storefs/theater-storefs/store"
 )
 
@@ -373,5 +375,33 @@ func TestChainEntryName(t *testing.T) {
 	// Names sort in chain order up to the padding's width.
 	if a, b := chainEntryName(9, h), chainEntryName(10, h); a >= b {
 		t.Errorf("%q sorts after %q", a, b)
+	}
+}
+
+// TestStaleAgain: a label open that got ESTALE is retried by the kernel at
+// once; staleAgain knows the retry by its process and the moment, and
+// nothing else.
+func TestStaleAgain(t *testing.T) {
+	f := &fsys{}
+	ctx := func(pid uint32) context.Context {
+		return &fuse.Context{Caller: fuse.Caller{Pid: pid}, Cancel: nil}
+	}
+	// Thread ids that are no process's own are taken as the process.
+	const a, b = 1 << 30, 1<<30 + 1
+	if f.staleAgain(ctx(a)) {
+		t.Fatal("a first ESTALE taken for a retry")
+	}
+	if f.staleAgain(ctx(b)) {
+		t.Fatal("another process's first ESTALE taken for a retry")
+	}
+	if !f.staleAgain(ctx(a)) {
+		t.Fatal("the retry right after an ESTALE not recognized")
+	}
+	if f.staleAgain(ctx(a)) {
+		t.Fatal("a retry recognized twice")
+	}
+	time.Sleep(staleRetryWindow + 10*time.Millisecond)
+	if f.staleAgain(ctx(b)) {
+		t.Fatal("an open long after an ESTALE taken for its retry")
 	}
 }
