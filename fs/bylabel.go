@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"syscall"
+	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -98,10 +99,17 @@ func (d *labelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	// node (still held by open files) believing, through go-fuse's
 	// parent records, that it is this label, and its writers would
 	// commit to a name that was since removed or renamed.
+	// A writer sent away from a sealed node by ESTALE walks the path
+	// again: the node it finds stays direct for a moment, whatever
+	// readers open and close it meanwhile (see labelNode.openReader).
+	until, writerComing := d.fs.writerExpected(full)
 	if ch := d.GetChild(name); ch != nil {
 		// A sealed node is a fixed version for its readers: the name
-		// gets a fresh node (see labelNode.openSealed).
+		// gets a fresh node.
 		if n, ok := ch.Operations().(*labelNode); ok && n.sealedAs() == nil {
+			if writerComing {
+				n.keepDirect(until)
+			}
 			n.attrFrom(ctx, li, &out.Attr)
 			setTimeouts(out, d.fs.labelTTL)
 			out.SetAttrTimeout(0)
@@ -109,11 +117,18 @@ func (d *labelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 		}
 	}
 	n := &labelNode{fs: d.fs}
+	if writerComing {
+		n.directUntil = until
+	}
 	n.attrFrom(ctx, li, &out.Attr)
 	setTimeouts(out, d.fs.labelTTL)
 	out.SetAttrTimeout(0) // see labelNode.Getattr
 	return d.NewInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG}), 0
 }
+
+// directAfterSeal is how long the node a writer is sent to stays direct:
+// long enough for the writer to open it.
+const directAfterSeal = time.Second
 
 var _ = (fusefs.NodeReaddirer)((*labelDir)(nil))
 

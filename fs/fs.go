@@ -80,6 +80,32 @@ type fsys struct {
 
 	staleMu sync.Mutex
 	stale   map[uint32]time.Time // process -> when its label open last got ESTALE
+	writers map[string]time.Time // label -> until when a writer sent away from its sealed node is expected
+}
+
+// writerComing notes that a writer was sent away from label's sealed node
+// and will walk its path again.
+func (f *fsys) writerComing(label string) {
+	f.staleMu.Lock()
+	defer f.staleMu.Unlock()
+	now := time.Now()
+	for l, until := range f.writers { // only the last moment's are kept
+		if now.After(until) {
+			delete(f.writers, l)
+		}
+	}
+	if f.writers == nil {
+		f.writers = map[string]time.Time{}
+	}
+	f.writers[label] = now.Add(directAfterSeal)
+}
+
+// writerExpected reports until when a writer is expected at label.
+func (f *fsys) writerExpected(label string) (time.Time, bool) {
+	f.staleMu.Lock()
+	defer f.staleMu.Unlock()
+	until, ok := f.writers[label]
+	return until, ok && time.Now().Before(until)
 }
 
 // staleAgain reports whether the calling process got ESTALE from a label

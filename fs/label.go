@@ -30,10 +30,15 @@ type labelNode struct {
 
 	mu      sync.Mutex
 	writers map[*labelHandle]struct{} // open for writing, for Getattr's size
-	// sealed: the node is a fixed version of the label, read by
-	// passthrough (or the page cache) and never written again. See
-	// openSealed.
-	sealed *sealedVersion
+	// An open node is of one kind at a time, decided by its first open
+	// and kept until its last handle is released (see openSealed):
+	// sealed, a fixed version of the label read by passthrough (or the
+	// page cache); or direct, with writers and direct I/O readers. The
+	// two never share the node.
+	handles     int            // open handles
+	sealed      *sealedVersion // the node is sealed at this version
+	direct      bool           // the node is direct
+	directUntil time.Time      // and is so whatever its handles until then (a node that replaced a sealed one)
 
 	// commitMu orders commits through this node against rm of its label.
 	// Lock order: commitMu, then mu, then a handle's mu.
@@ -191,11 +196,6 @@ func (n *labelNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 		}
 	}
 	name, ok := n.label()
-	if n.sealedAs() != nil && (writing || !ok) {
-		// A sealed version takes no writer, and one replaced under its
-		// name sends the path walk to the node now there.
-		return nil, 0, syscall.ESTALE
-	}
 	if !ok && !writing {
 		// Removed between the path walk and this open. A reader finds
 		// it gone, as it would a file removed a moment earlier.
@@ -247,19 +247,11 @@ func (n *labelNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 		base = f
 	}
 	if !writing {
-		if h, flags, en, ok := n.openSealed(ctx, head, li.ModTime, base); ok {
-			return h, flags, en
+		h, flags, en := n.openReader(ctx, head, li.ModTime, base)
+		if en != 0 && base != nil {
+			base.Close()
 		}
-		if n.sealedAs() != nil {
-			// Sealed at another version, or too small to be sealed now.
-			if base != nil {
-				base.Close()
-			}
-			return nil, 0, syscall.ESTALE
-		}
-		h := &labelHandle{node: n, base: base}
-		n.fs.opened(h)
-		return h, fuse.FOPEN_DIRECT_IO, 0
+		return h, flags, en
 	}
 	fh, en := n.openWriter(ctx, base, truncate)
 	if fh != nil {
@@ -288,8 +280,8 @@ func (n *labelNode) openWriter(ctx context.Context, base *os.File, fresh bool) (
 	if sp != nil {
 		h.spool, h.dirty = sp, true
 	}
-	// The seal and a writer exclude each other: both are decided under
-	// the node's lock (see openSealed).
+	// A sealed node takes no writer: ESTALE makes the kernel walk the
+	// path again, and the lookup puts a direct node under the name.
 	n.mu.Lock()
 	if n.sealed != nil {
 		n.mu.Unlock()
@@ -299,8 +291,13 @@ func (n *labelNode) openWriter(ctx context.Context, base *os.File, fresh bool) (
 		if base != nil {
 			base.Close()
 		}
+		if name, ok := n.label(); ok {
+			n.fs.writerComing(name)
+		}
 		return nil, syscall.ESTALE
 	}
+	n.direct = true
+	n.handles++
 	if n.writers == nil {
 		n.writers = map[*labelHandle]struct{}{}
 	}
@@ -323,41 +320,66 @@ func (n *labelNode) sealedAs() *sealedVersion {
 	return n.sealed
 }
 
-// openSealed opens a large label for reading at the speed of by-hash/: by
-// FUSE passthrough to its blob where the kernel allows it, else through
-// the page cache. The kernel lets no other kind of open share an inode
-// with a passthrough file, and a page cache shared with writers would mix
-// versions, so the node is sealed first: it shows this version of the
-// label from now on, and takes no writer (ESTALE: the kernel walks the
-// path again, and the lookup then puts a fresh node under the name). A
-// node with writers is not sealed; its readers use direct I/O.
+// openReader opens a label for reading, at the version head (in base).
 //
-// ok is false when the open is not for a sealed node: the label is small,
-// the caller writes it, or it has writers.
-func (n *labelNode) openSealed(ctx context.Context, head store.Hash, mtime time.Time, base *os.File) (fusefs.FileHandle, uint32, syscall.Errno, bool) {
-	if n.fixed != "" || base == nil || n.writerOf(ctx) != nil {
-		return nil, 0, 0, false
-	}
-	fi, err := base.Stat()
-	if err != nil || fi.Size() < passthroughMin {
-		return nil, 0, 0, false
+// A large label is read at the speed of by-hash/: by FUSE passthrough to
+// its blob where the kernel allows it, else through the page cache. The
+// kernel lets no other kind of open share an inode with a passthrough
+// file (nor does go-fuse keep count of backing files right if they do),
+// and a page cache shared with writers would mix versions. So a node
+// opened this way is sealed: it shows this version of the label and
+// takes only readers of it until its last handle is released. A writer
+// meanwhile gets ESTALE, and the kernel's second path walk finds a direct
+// node put under the name by the lookup. A node that is direct (writers
+// or direct readers open, or born to replace a sealed one) gives direct
+// I/O to every reader, and is never sealed while a handle is open.
+func (n *labelNode) openReader(ctx context.Context, head store.Hash, mtime time.Time, base *os.File) (fusefs.FileHandle, uint32, syscall.Errno) {
+	large := false
+	var size int64
+	if base != nil && n.fixed == "" && n.writerOf(ctx) == nil {
+		if fi, err := base.Stat(); err == nil && fi.Size() >= passthroughMin {
+			large, size = true, fi.Size()
+		}
 	}
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	switch {
-	case len(n.writers) > 0:
-		n.mu.Unlock()
-		return nil, 0, 0, false
+	case n.sealed != nil && (!large || n.sealed.head != head):
+		// Sealed at a version no longer the label's.
+		return nil, 0, syscall.ESTALE
+	case n.sealed == nil && (n.direct || !large || time.Now().Before(n.directUntil)):
+		n.direct = true
+		n.handles++
+		h := &labelHandle{node: n, base: base}
+		n.fs.opened(h)
+		return h, fuse.FOPEN_DIRECT_IO, 0
 	case n.sealed == nil:
-		n.sealed = &sealedVersion{head: head, size: fi.Size(), mtime: mtime}
-	case n.sealed.head != head:
-		n.mu.Unlock()
-		return nil, 0, 0, false
+		n.sealed = &sealedVersion{head: head, size: size, mtime: mtime}
 	}
-	n.mu.Unlock()
+	n.handles++
 	h := &labelHandle{node: n, base: base, sealed: true}
 	n.fs.opened(h)
 	// The content of a sealed node never changes: its pages may stay.
-	return h, fuse.FOPEN_KEEP_CACHE, 0, true
+	return h, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// keepDirect keeps the node direct until then (see openReader).
+func (n *labelNode) keepDirect(until time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if until.After(n.directUntil) {
+		n.directUntil = until
+	}
+}
+
+// handleGone notes a handle released: the node's kind is free again once
+// none is open.
+func (n *labelNode) handleGone() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.handles--; n.handles == 0 {
+		n.sealed, n.direct = nil, false
+	}
 }
 
 var _ = (fusefs.NodeSetattrer)((*labelNode)(nil))
@@ -412,6 +434,9 @@ func (n *labelNode) Getxattr(ctx context.Context, attr string, dest []byte) (uin
 	ctx = quick(ctx)
 	if attr != xattrHash && attr != xattrRefs {
 		return 0, syscall.ENODATA
+	}
+	if v := n.sealedAs(); v != nil && attr == xattrHash {
+		return xattrReply([]byte(v.head.String()), dest) // the version its readers read
 	}
 	name, ok := n.label()
 	if !ok {
@@ -688,7 +713,6 @@ func (h *labelHandle) Release(ctx context.Context) syscall.Errno {
 		h.node.mu.Unlock()
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.spool != nil {
 		h.spool.Discard()
 		h.spool = nil
@@ -698,6 +722,8 @@ func (h *labelHandle) Release(ctx context.Context) syscall.Errno {
 		h.base.Close()
 		h.base = nil
 	}
+	h.mu.Unlock()
+	h.node.handleGone()
 	return 0
 }
 
