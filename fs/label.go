@@ -31,14 +31,14 @@ type labelNode struct {
 	mu      sync.Mutex
 	writers map[*labelHandle]struct{} // open for writing, for Getattr's size
 	// An open node is of one kind at a time, decided by its first open
-	// and kept until its last handle is released (see openSealed):
+	// and kept until its last handle is released (see openReader):
 	// sealed, a fixed version of the label read by passthrough (or the
 	// page cache); or direct, with writers and direct I/O readers. The
 	// two never share the node.
 	handles     int            // open handles
 	sealed      *sealedVersion // the node is sealed at this version
 	direct      bool           // the node is direct
-	directUntil time.Time      // and is so whatever its handles until then (a node that replaced a sealed one)
+	directUntil time.Time      // and is so until then whatever its handles (a writer is on its way)
 
 	// commitMu orders commits through this node against rm of its label.
 	// Lock order: commitMu, then mu, then a handle's mu.
@@ -276,8 +276,6 @@ func (n *labelNode) openWriter(ctx context.Context, base *os.File, fresh bool) (
 			}
 			return nil, n.fs.errno("spool", err)
 		}
-	}
-	if sp != nil {
 		h.spool, h.dirty = sp, true
 	}
 	// A sealed node takes no writer: ESTALE makes the kernel walk the
@@ -329,9 +327,9 @@ func (n *labelNode) sealedAs() *sealedVersion {
 // and a page cache shared with writers would mix versions. So a node
 // opened this way is sealed: it shows this version of the label and
 // takes only readers of it until its last handle is released. A writer
-// meanwhile gets ESTALE, and the kernel's second path walk finds a direct
-// node put under the name by the lookup. A node that is direct (writers
-// or direct readers open, or born to replace a sealed one) gives direct
+// meanwhile gets ESTALE, and the kernel's second path walk finds the node
+// the lookup put under the name, kept direct for it. A node that is direct
+// (writers or direct readers open, or a writer on its way) gives direct
 // I/O to every reader, and is never sealed while a handle is open.
 func (n *labelNode) openReader(ctx context.Context, head store.Hash, mtime time.Time, base *os.File) (fusefs.FileHandle, uint32, syscall.Errno) {
 	large := false
