@@ -828,6 +828,26 @@ func (m *mounted) forgetEntry(name string) {
 	}
 }
 
+// openWriting sets label to before, opens it with O_TRUNC and writes
+// content without closing; with forget, the kernel then forgets its entry
+// (as after a change the feed reported). The test's end closes it.
+func (m *mounted) openWriting(label, before, content string, forget bool) *os.File {
+	m.t.Helper()
+	m.setLabel(label, before)
+	w, err := os.OpenFile(m.label(label), os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.t.Cleanup(func() { w.Close() })
+	if _, err := w.WriteString(content); err != nil {
+		m.t.Fatal(err)
+	}
+	if forget {
+		m.forgetEntry(label)
+	}
+	return w
+}
+
 // TestLabelRemoveWhileOpen: a label removed while a writer holds it open
 // stays removed; like an unlinked file's, what the writer wrote goes
 // nowhere. With "entry forgotten", the kernel looked the name up again
@@ -839,18 +859,7 @@ func TestLabelRemoveWhileOpen(t *testing.T) {
 		t.Run(fmt.Sprintf("entry forgotten=%v", forget), func(t *testing.T) {
 			t.Parallel()
 			m := mountStore(t, MountOptions{})
-			m.setLabel("y", "before")
-			w, err := os.OpenFile(m.label("y"), os.O_WRONLY|os.O_TRUNC, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer w.Close()
-			if _, err := w.WriteString("written by a writer whose label is removed"); err != nil {
-				t.Fatal(err)
-			}
-			if forget {
-				m.forgetEntry("y")
-			}
+			w := m.openWriting("y", "before", "written by a writer whose label is removed", forget)
 			if err := os.Remove(m.label("y")); err != nil {
 				t.Fatal(err)
 			}
@@ -872,18 +881,7 @@ func TestLabelRenameWhileOpen(t *testing.T) {
 		t.Run(fmt.Sprintf("entry forgotten=%v", forget), func(t *testing.T) {
 			t.Parallel()
 			m := mountStore(t, MountOptions{})
-			m.setLabel("a", "old")
-			w, err := os.OpenFile(m.label("a"), os.O_WRONLY|os.O_TRUNC, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer w.Close()
-			if _, err := w.WriteString("new"); err != nil {
-				t.Fatal(err)
-			}
-			if forget {
-				m.forgetEntry("a")
-			}
+			w := m.openWriting("a", "old", "new", forget)
 			if err := os.Rename(m.label("a"), m.label("b")); err != nil {
 				t.Fatal(err)
 			}

@@ -78,35 +78,55 @@ type fsys struct {
 	// Release for files still open when the mount goes away.
 	open sync.Map // fusefs.FileReleaser -> struct{}
 
-	staleMu sync.Mutex
-	stale   map[uint32]time.Time // process -> when its label open last got ESTALE
-	writers map[string]time.Time // label -> until when a writer sent away from its sealed node is expected
+	stale   moments[uint32] // processes whose label open just got ESTALE
+	writers moments[string] // labels a writer sent away from a sealed node is walking to
+}
+
+// moments remembers keys for a short while each.
+type moments[K comparable] struct {
+	mu sync.Mutex
+	m  map[K]time.Time // key -> until when it is remembered
+}
+
+// note remembers k until then; keys whose time is up are dropped.
+func (ms *moments[K]) note(k K, until time.Time) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	now := time.Now()
+	for old, t := range ms.m {
+		if !now.Before(t) {
+			delete(ms.m, old)
+		}
+	}
+	if ms.m == nil {
+		ms.m = map[K]time.Time{}
+	}
+	ms.m[k] = until
+}
+
+// until reports until when k is remembered, if it still is.
+func (ms *moments[K]) until(k K) (time.Time, bool) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	t, ok := ms.m[k]
+	return t, ok && time.Now().Before(t)
+}
+
+// take forgets k and reports whether it was still remembered.
+func (ms *moments[K]) take(k K) bool {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	t, ok := ms.m[k]
+	delete(ms.m, k)
+	return ok && time.Now().Before(t)
 }
 
 // writerComing notes that a writer was sent away from label's sealed node
 // and will walk its path again.
-func (f *fsys) writerComing(label string) {
-	f.staleMu.Lock()
-	defer f.staleMu.Unlock()
-	now := time.Now()
-	for l, until := range f.writers { // only the last moment's are kept
-		if now.After(until) {
-			delete(f.writers, l)
-		}
-	}
-	if f.writers == nil {
-		f.writers = map[string]time.Time{}
-	}
-	f.writers[label] = now.Add(directAfterSeal)
-}
+func (f *fsys) writerComing(label string) { f.writers.note(label, time.Now().Add(directAfterSeal)) }
 
 // writerExpected reports until when a writer is expected at label.
-func (f *fsys) writerExpected(label string) (time.Time, bool) {
-	f.staleMu.Lock()
-	defer f.staleMu.Unlock()
-	until, ok := f.writers[label]
-	return until, ok && time.Now().Before(until)
-}
+func (f *fsys) writerExpected(label string) (time.Time, bool) { return f.writers.until(label) }
 
 // staleAgain reports whether the calling process got ESTALE from a label
 // open a moment ago, which makes this open the kernel's one retry of it;
@@ -116,22 +136,11 @@ func (f *fsys) staleAgain(ctx context.Context) bool {
 	if !ok {
 		return false
 	}
-	pid, now := processOf(caller.Pid), time.Now()
-	f.staleMu.Lock()
-	defer f.staleMu.Unlock()
-	if t, ok := f.stale[pid]; ok && now.Sub(t) < staleRetryWindow {
-		delete(f.stale, pid)
+	pid := processOf(caller.Pid)
+	if f.stale.take(pid) {
 		return true
 	}
-	if f.stale == nil {
-		f.stale = map[uint32]time.Time{}
-	}
-	for p, t := range f.stale { // the map holds only the last moment's
-		if now.Sub(t) >= staleRetryWindow {
-			delete(f.stale, p)
-		}
-	}
-	f.stale[pid] = now
+	f.stale.note(pid, time.Now().Add(staleRetryWindow))
 	return false
 }
 

@@ -234,9 +234,10 @@ func (n *labelNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 	}
 	head, hasHead := li.Head()
 	var base *os.File
+	var baseSize int64
 	truncate := flags&syscall.O_TRUNC != 0
 	if hasHead && !truncate {
-		f, _, err := n.fs.st.Open(ctx, head)
+		f, bi, err := n.fs.st.Open(ctx, head)
 		if err != nil {
 			n.fs.log.Error("label points to a blob that cannot be read", "label", name, "hash", head.String(), "err", err)
 			if errors.Is(err, store.ErrNotFound) {
@@ -244,10 +245,10 @@ func (n *labelNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 			}
 			return nil, 0, n.fs.errno("open label", err)
 		}
-		base = f
+		base, baseSize = f, bi.Size
 	}
 	if !writing {
-		h, flags, en := n.openReader(ctx, head, li.ModTime, base)
+		h, flags, en := n.openReader(ctx, head, li.ModTime, base, baseSize)
 		if en != 0 && base != nil {
 			base.Close()
 		}
@@ -318,7 +319,8 @@ func (n *labelNode) sealedAs() *sealedVersion {
 	return n.sealed
 }
 
-// openReader opens a label for reading, at the version head (in base).
+// openReader opens a label for reading, at the version head (in base, of
+// size bytes).
 //
 // A large label is read at the speed of by-hash/: by FUSE passthrough to
 // its blob where the kernel allows it, else through the page cache. The
@@ -331,14 +333,8 @@ func (n *labelNode) sealedAs() *sealedVersion {
 // the lookup put under the name, kept direct for it. A node that is direct
 // (writers or direct readers open, or a writer on its way) gives direct
 // I/O to every reader, and is never sealed while a handle is open.
-func (n *labelNode) openReader(ctx context.Context, head store.Hash, mtime time.Time, base *os.File) (fusefs.FileHandle, uint32, syscall.Errno) {
-	large := false
-	var size int64
-	if base != nil && n.fixed == "" && n.writerOf(ctx) == nil {
-		if fi, err := base.Stat(); err == nil && fi.Size() >= passthroughMin {
-			large, size = true, fi.Size()
-		}
-	}
+func (n *labelNode) openReader(ctx context.Context, head store.Hash, mtime time.Time, base *os.File, size int64) (fusefs.FileHandle, uint32, syscall.Errno) {
+	large := base != nil && size >= passthroughMin && n.fixed == "" && n.writerOf(ctx) == nil
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	switch {

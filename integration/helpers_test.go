@@ -461,26 +461,24 @@ func start(t *testing.T, cmd *exec.Cmd) chan error {
 // gone polls until every thread of pid has exited (after the main
 // thread, another may still be held in the kernel), or d has passed.
 func gone(pid int, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for {
+	return pollUntil(d, func() bool {
 		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-		if !slices.ContainsFunc(tasks, func(e os.DirEntry) bool {
+		return !slices.ContainsFunc(tasks, func(e os.DirEntry) bool {
 			tid, err := strconv.Atoi(e.Name())
 			return err == nil && alive(tid)
-		}) {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		})
+	})
 }
 
 // waitExit polls until pid has exited, or d has passed.
 func waitExit(pid int, d time.Duration) bool {
+	return pollUntil(d, func() bool { return !alive(pid) })
+}
+
+// pollUntil polls cond until it holds (true) or d has passed (false).
+func pollUntil(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
-	for alive(pid) {
+	for !cond() {
 		if time.Now().After(deadline) {
 			return false
 		}

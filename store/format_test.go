@@ -228,15 +228,7 @@ func TestHostileLabelNames(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(parent, "outdir"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	outside := func() map[string]string {
-		snap := treeSnapshot(t, parent)
-		for k := range snap {
-			if k == "store" || strings.HasPrefix(k, "store/") {
-				delete(snap, k)
-			}
-		}
-		return snap
-	}
+	outside := func() map[string]string { return snapshotOutside(t, parent, "store") }
 	before := outside()
 	labelsBefore := treeSnapshot(t, filepath.Join(dir, store.LabelsDir))
 

@@ -168,6 +168,19 @@ func blobPath(dir string, h store.Hash) string {
 	return filepath.Join(dir, store.DataDir, h.String())
 }
 
+// snapshotOutside is treeSnapshot of parent without its entry store and
+// what is below it: what a store may never touch.
+func snapshotOutside(t testing.TB, parent, store string) map[string]string {
+	t.Helper()
+	snap := treeSnapshot(t, parent)
+	for k := range snap {
+		if k == store || strings.HasPrefix(k, store+"/") {
+			delete(snap, k)
+		}
+	}
+	return snap
+}
+
 // treeSnapshot records every path under root with its type, size and
 // content hash, to prove that nothing changed there.
 func treeSnapshot(t testing.TB, root string) map[string]string {

@@ -450,15 +450,7 @@ func TestSymlinksRefused(t *testing.T) {
 	if err := os.Symlink("real", filepath.Join(labels, "alias")); err != nil {
 		t.Fatal(err)
 	}
-	outside := func() map[string]string {
-		snap := treeSnapshot(t, parent)
-		for k := range snap {
-			if k == "store" || strings.HasPrefix(k, "store/") {
-				delete(snap, k)
-			}
-		}
-		return snap
-	}
+	outside := func() map[string]string { return snapshotOutside(t, parent, "store") }
 	before := outside()
 
 	_, _, err := s.Open(bg, ha)
