@@ -16,6 +16,7 @@ import (
 // byHashDir is by-hash/: every blob, by its hash. Nothing in it changes.
 type byHashDir struct {
 	fixedDir
+	leaves leafQueue
 }
 
 var _ = (fusefs.NodeLookuper)((*byHashDir)(nil))
@@ -28,7 +29,89 @@ func (d *byHashDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if err != nil {
 		return nil, syscall.ENOENT
 	}
-	return d.fs.blobInode(ctx, &d.Inode, h, out)
+	known := d.GetChild(name) != nil
+	ch, errno := d.fs.blobInode(ctx, &d.Inode, h, out)
+	if errno == 0 && !known {
+		d.leaves.push(h)
+	}
+	return ch, errno
+}
+
+// leafLimit is how many blob inodes by-hash/ lets the kernel hold. The
+// server keeps a node (about 1 KiB) for each inode the kernel holds, and
+// the kernel holds one for every entry it has seen, which ls -l of a
+// large by-hash/ makes the whole store: beyond the limit, the oldest
+// entries are invalidated, the kernel forgets them, and so does go-fuse.
+const leafLimit = 50_000
+
+// leafQueue is the blobs by-hash/ made inodes for, oldest first: 20 bytes
+// each, not 1 KiB. Queued once for each inode made, so a blob looked up
+// again is not queued again while its inode lives.
+type leafQueue struct {
+	mu    sync.Mutex
+	q     []store.Hash // q[head:] are queued
+	head  int
+	limit int
+	wake  chan struct{} // tells trim that the queue is over the limit
+}
+
+func newLeafQueue(limit int) leafQueue {
+	return leafQueue{limit: limit, wake: make(chan struct{}, 1)}
+}
+
+func (lq *leafQueue) setLimit(n int) {
+	lq.mu.Lock()
+	lq.limit = n
+	lq.mu.Unlock()
+}
+
+func (lq *leafQueue) push(h store.Hash) {
+	lq.mu.Lock()
+	lq.q = append(lq.q, h)
+	over := len(lq.q)-lq.head > lq.limit
+	lq.mu.Unlock()
+	if over {
+		select {
+		case lq.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// pop takes the oldest blob while the queue is over the limit.
+func (lq *leafQueue) pop() (store.Hash, bool) {
+	lq.mu.Lock()
+	defer lq.mu.Unlock()
+	if len(lq.q)-lq.head <= lq.limit {
+		return store.Hash{}, false
+	}
+	h := lq.q[lq.head]
+	if lq.head++; lq.head > 1024 && lq.head > len(lq.q)/2 {
+		lq.q = append(lq.q[:0], lq.q[lq.head:]...)
+		lq.head = 0
+	}
+	return h, true
+}
+
+// trim invalidates the oldest entries of by-hash/ while more than
+// leafLimit are held, until stop is closed. It runs on its own goroutine:
+// the kernel answers an invalidation only when no readdir holds the
+// directory.
+func (d *byHashDir) trim(stop <-chan struct{}) {
+	for {
+		select {
+		case <-d.leaves.wake:
+		case <-stop:
+			return
+		}
+		for {
+			h, ok := d.leaves.pop()
+			if !ok {
+				break
+			}
+			d.NotifyEntry(h.String())
+		}
+	}
 }
 
 // blobInode makes (or finds) the inode of a blob, for by-hash/ and chain/.

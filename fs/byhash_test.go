@@ -418,3 +418,51 @@ func TestLsLongAsksOnce(t *testing.T) {
 		t.Errorf("ls -l of %d files made %d getxattr requests, want at most 4", n, asked)
 	}
 }
+
+// TestByHashInodesBounded: listing by-hash/ with attributes (readdirplus)
+// gives the kernel an inode for every blob, and the server a node for
+// each; beyond the limit the oldest entries are invalidated, so the kernel
+// forgets them and the server's nodes stay bounded. Every blob still
+// reads.
+func TestByHashInodesBounded(t *testing.T) {
+	t.Parallel()
+	m := mountStore(t, MountOptions{})
+	const limit, n = 50, 400
+	byHash := m.root.byHash
+	byHash.Operations().(*byHashDir).leaves.setLimit(limit)
+	var hashes []store.Hash
+	for i := range n {
+		hashes = append(hashes, m.put(fmt.Sprintf("blob %d", i)))
+	}
+	entries, err := os.ReadDir(m.path("by-hash"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != n {
+		t.Fatalf("by-hash/ lists %d entries, want %d", len(entries), n)
+	}
+	for _, e := range entries {
+		if _, err := os.Lstat(m.path("by-hash", e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The kernel forgets the invalidated entries asynchronously.
+	var held int
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		held = len(byHash.Children())
+		if held <= limit || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if held > limit {
+		t.Errorf("the server holds %d blob nodes after listing %d blobs, want at most %d", held, n, limit)
+	}
+	for i, h := range hashes {
+		got, err := os.ReadFile(m.blob(h))
+		if err != nil || string(got) != fmt.Sprintf("blob %d", i) {
+			t.Fatalf("reading %s: %q, %v", h, got, err)
+		}
+	}
+}

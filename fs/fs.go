@@ -183,6 +183,12 @@ type MountOptions struct {
 
 // Mount serves st at dir until the returned server is unmounted.
 func Mount(dir string, st Store, mo MountOptions) (*fuse.Server, error) {
+	srv, _, err := mount(dir, st, mo)
+	return srv, err
+}
+
+// mount is Mount, and gives the tests the node tree.
+func mount(dir string, st Store, mo MountOptions) (*fuse.Server, *rootNode, error) {
 	if mo.UID == 0 && mo.GID == 0 {
 		mo.UID, mo.GID = uint32(os.Getuid()), uint32(os.Getgid())
 	}
@@ -227,7 +233,7 @@ func Mount(dir string, st Store, mo MountOptions) (*fuse.Server, error) {
 	// after Mount returns can be missed.
 	w, err := st.Watch()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	root := NewRoot(st, mo.Options).(*rootNode)
 	root.fs.labelTTL = liveLabelTimeout
@@ -245,20 +251,23 @@ func Mount(dir string, st Store, mo MountOptions) (*fuse.Server, error) {
 	server, err := fuse.NewServer(raw, dir, &opts.MountOptions)
 	if err != nil {
 		w.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	go server.Serve()
 	if err := server.WaitMount(); err != nil {
 		// As fusefs.Mount: the serve loop ends by itself when the
 		// mount failed.
 		w.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	go root.follow(w)
+	stop := make(chan struct{})
+	go root.byHash.Operations().(*byHashDir).trim(stop)
 	go func() {
 		server.Wait()
+		close(stop)
 		w.Close()
 		root.fs.releaseAll()
 	}()
-	return server, nil
+	return server, root, nil
 }

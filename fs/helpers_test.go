@@ -71,6 +71,7 @@ type mounted struct {
 	dir  string // the store directory
 	st   *store.Store
 	srv  *fuse.Server
+	root *rootNode
 	logs *logBuffer
 	once sync.Once
 
@@ -116,12 +117,12 @@ func mountDir(t *testing.T, dir string, opts MountOptions) *mounted {
 	}
 	opts.Debug = testing.Verbose()
 	opts.FsName = dir
-	srv, err := Mount(mnt, st, opts)
+	srv, root, err := mount(mnt, st, opts)
 	if err != nil {
 		st.Close()
 		t.Fatalf("Mount(%s): %v", mnt, err)
 	}
-	m := &mounted{t: t, mnt: mnt, dir: st.Dir(), st: st, srv: srv, logs: lb}
+	m := &mounted{t: t, mnt: mnt, dir: st.Dir(), st: st, srv: srv, root: root, logs: lb}
 	liveMounts.Store(m, struct{}{})
 	// No test here needs a mount for long: one still up after
 	// mountLifetime is taken for a deadlocked server, whose stuck

@@ -47,7 +47,7 @@ func (r *rootNode) OnAdd(ctx context.Context) {
 	stats := r.NewPersistentInode(ctx, &statsNode{fs: r.fs, stats: r.stats}, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: inoStats})
 	theater.AddChild("stats", stats, false)
 	r.actors = add("actors", &actorsDir{fixedDir{fs: r.fs}}, inoActors)
-	r.byHash = add("by-hash", &byHashDir{fixedDir{fs: r.fs}}, inoByHash)
+	r.byHash = add("by-hash", &byHashDir{fixedDir: fixedDir{fs: r.fs}, leaves: newLeafQueue(leafLimit)}, inoByHash)
 	r.byLabel = add("by-label", &labelDir{fs: r.fs}, inoByLabel)
 }
 
