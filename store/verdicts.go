@@ -20,6 +20,11 @@ import (
 // the size and put the old mtime back (touch -d), which no one can do to
 // the ctime.
 //
+// Memory stays bounded at any store size: at most verdictsMax verdicts are
+// held, and when that fills up a quarter of them, picked at random, are
+// dropped (their blobs are hashed again if opened again). The log is
+// rewritten with what is held once it has grown to several times that.
+//
 // Record format, one a line:
 // "<hash> <ino> <size> <mtime-ns> <ctime-ns> <ok 1|0>". Lines of another
 // shape (the 5-field lines of earlier versions, a torn last line) are
@@ -31,11 +36,18 @@ type verdictCache struct {
 
 	misses atomic.Int64 // lookups that found no verdict: blobs hashed
 
-	load sync.Once
-	mu   sync.Mutex
-	m    map[Hash]verdict
-	out  *os.File // append handle, opened lazily
+	load  sync.Once
+	mu    sync.Mutex
+	m     map[Hash]verdict
+	out   *os.File // append handle, opened lazily
+	lines int      // records in the log, as far as this process knows
 }
+
+// verdictsMax is how many verdicts are held in memory (about 80 bytes
+// each); the log is compacted when it holds more than logSlack times that.
+var verdictsMax = 1 << 17
+
+const logSlack = 4
 
 type verdict struct {
 	key verdictKey
@@ -85,7 +97,7 @@ func (vc *verdictCache) record(h Hash, fi os.FileInfo, ok bool) {
 	if old, found := vc.m[h]; found && old == v {
 		return
 	}
-	vc.m[h] = v
+	vc.put(h, v)
 	if vc.readOnly {
 		return
 	}
@@ -98,15 +110,14 @@ func (vc *verdictCache) record(h Hash, fi os.FileInfo, ok bool) {
 		}
 		vc.out = f
 	}
-	okc := 0
-	if ok {
-		okc = 1
-	}
 	// One write per record, with O_APPEND, so records from several processes
 	// never interleave.
-	line := fmt.Appendf(nil, "%s %d %d %d %d %d\n", h, k.ino, k.size, k.mtime, k.ctime, okc)
-	if _, err := vc.out.Write(line); err != nil {
+	if _, err := vc.out.Write(formatVerdict(h, v)); err != nil {
 		vc.log.Warn("cannot remember verified blob", "hash", h.String(), "err", err)
+		return
+	}
+	if vc.lines++; vc.lines > logSlack*verdictsMax {
+		vc.compact()
 	}
 }
 
@@ -137,8 +148,81 @@ func (vc *verdictCache) readLog() {
 		if e1 != nil || e2 != nil || e3 != nil || e4 != nil {
 			continue
 		}
-		vc.m[h] = verdict{key: verdictKey{ino: ino, size: size, mtime: mtime, ctime: ctime}, ok: string(fields[5]) == "1"}
+		vc.put(h, verdict{key: verdictKey{ino: ino, size: size, mtime: mtime, ctime: ctime}, ok: string(fields[5]) == "1"})
+		vc.lines++
 	}
+	if !vc.readOnly && vc.lines > logSlack*verdictsMax {
+		vc.compact()
+	}
+}
+
+// put holds a verdict, dropping others at random when full. Locked.
+func (vc *verdictCache) put(h Hash, v verdict) {
+	if _, found := vc.m[h]; !found && len(vc.m) >= verdictsMax {
+		drop := len(vc.m) / 4
+		for k := range vc.m { // Go's map order is random
+			if drop == 0 {
+				break
+			}
+			delete(vc.m, k)
+			drop--
+		}
+	}
+	vc.m[h] = v
+}
+
+// compact replaces the log with the verdicts held: written to a file
+// beside it, then renamed over it. Another process's appends to the old
+// log since this one read it are lost; those blobs are hashed again.
+// Locked.
+func (vc *verdictCache) compact() {
+	tmp := vc.path + ".compact"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
+	if err != nil {
+		vc.log.Warn("cannot compact the log of verified blobs", "err", err)
+		return
+	}
+	defer f.Close()
+	// Another process compacting at the same moment holds the lock: leave
+	// it to that one.
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		return
+	}
+	// And a file it renamed into the log since this one opened it is the
+	// log now, not to be truncated.
+	var held, named syscall.Stat_t
+	if syscall.Fstat(int(f.Fd()), &held) != nil || syscall.Stat(tmp, &named) != nil || held.Ino != named.Ino {
+		return
+	}
+	if err := f.Truncate(0); err != nil {
+		vc.log.Warn("cannot compact the log of verified blobs", "err", err)
+		return
+	}
+	w := bufio.NewWriter(f)
+	for h, v := range vc.m {
+		w.Write(formatVerdict(h, v))
+	}
+	err = w.Flush()
+	if err == nil {
+		err = os.Rename(tmp, vc.path)
+	}
+	if err != nil {
+		vc.log.Warn("cannot compact the log of verified blobs", "err", err)
+		return
+	}
+	if vc.out != nil {
+		vc.out.Close()
+		vc.out = nil // reopened at the next record: the new log
+	}
+	vc.lines = len(vc.m)
+}
+
+func formatVerdict(h Hash, v verdict) []byte {
+	okc := 0
+	if v.ok {
+		okc = 1
+	}
+	return fmt.Appendf(nil, "%s %d %d %d %d %d\n", h, v.key.ino, v.key.size, v.key.mtime, v.key.ctime, okc)
 }
 
 // forget drops a verdict, for a blob that was removed.
