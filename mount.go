@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -179,6 +180,10 @@ func globalFlags(c *cli.Context) []string {
 	return out
 }
 
+// serverMemoryLimit is the soft memory limit of the server's Go runtime
+// (GOMEMLIMIT overrides it).
+const serverMemoryLimit = 150 << 20
+
 // serve mounts and serves until unmounted or signalled.
 func serve(c *cli.Context, mnt, dir string) (err error) {
 	if logLevel.Level() > slog.LevelWarn {
@@ -186,6 +191,13 @@ func serve(c *cli.Context, mnt, dir string) (err error) {
 	}
 	if c.Bool("debug") {
 		logLevel.Set(slog.LevelDebug)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// The heap the server needs stays well under this at any store
+		// size (by-hash/ bounds its inodes): the Go collector is asked to
+		// keep the process under it, rather than let garbage grow to twice
+		// the live heap on a big listing.
+		debug.SetMemoryLimit(serverMemoryLimit)
 	}
 	if prof := os.Getenv("THEATER_STOREFS_CPUPROFILE"); prof != "" {
 		// For profiling the server under a benchmark (make bench-mount).

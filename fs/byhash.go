@@ -42,7 +42,7 @@ func (d *byHashDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 // the kernel holds one for every entry it has seen, which ls -l of a
 // large by-hash/ makes the whole store: beyond the limit, the oldest
 // entries are invalidated, the kernel forgets them, and so does go-fuse.
-const leafLimit = 50_000
+const leafLimit = 100_000
 
 // leafQueue is the blobs by-hash/ made inodes for, oldest first: 20 bytes
 // each, not 1 KiB. Queued once for each inode made, so a blob looked up
@@ -57,6 +57,14 @@ type leafQueue struct {
 
 func newLeafQueue(limit int) leafQueue {
 	return leafQueue{limit: limit, wake: make(chan struct{}, 1)}
+}
+
+// full reports whether the queue is over its limit by more than a tenth,
+// the invalidations falling behind.
+func (lq *leafQueue) full() bool {
+	lq.mu.Lock()
+	defer lq.mu.Unlock()
+	return len(lq.q)-lq.head > lq.limit+lq.limit/10
 }
 
 func (lq *leafQueue) setLimit(n int) {
@@ -127,6 +135,60 @@ func (f *fsys) blobInode(ctx context.Context, parent *fusefs.Inode, h store.Hash
 	// go-fuse keeps the node this blob already has, if any, in place of
 	// the new one; its size was set the same way.
 	return parent.NewInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: blobIno(h)}), 0
+}
+
+var _ = (fusefs.NodeOpendirHandler)((*byHashDir)(nil))
+
+// OpendirHandle gives each listing a handle of its own, so that the
+// lookups of readdirplus come to it rather than to Lookup.
+func (d *byHashDir) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	return &hashDirHandle{d: d}, 0, 0
+}
+
+// hashDirHandle is an open by-hash/. The stream is made at the first read,
+// as go-fuse does for its own handles.
+type hashDirHandle struct {
+	d  *byHashDir
+	ds fusefs.DirStream
+}
+
+var (
+	_ = (fusefs.FileReaddirenter)((*hashDirHandle)(nil))
+	_ = (fusefs.FileLookuper)((*hashDirHandle)(nil))
+	_ = (fusefs.FileReleasedirer)((*hashDirHandle)(nil))
+)
+
+func (h *hashDirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if h.ds == nil {
+		ds, errno := h.d.Readdir(ctx)
+		if errno != 0 {
+			return nil, errno
+		}
+		h.ds = ds
+	}
+	if !h.ds.HasNext() {
+		return nil, 0
+	}
+	e, errno := h.ds.Next()
+	return &e, errno
+}
+
+// Lookup answers readdirplus for one entry: with its inode, unless
+// by-hash/ holds more than it should because the invalidations have fallen
+// behind (they wait for the directory, which each listing call holds).
+// Then the entry goes without attributes: the kernel lists it, and looks
+// it up when asked.
+func (h *hashDirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if h.d.leaves.full() && h.d.GetChild(name) == nil {
+		return nil, syscall.EAGAIN
+	}
+	return h.d.Lookup(ctx, name, out)
+}
+
+func (h *hashDirHandle) Releasedir(ctx context.Context, flags uint32) {
+	if h.ds != nil {
+		h.ds.Close()
+	}
 }
 
 var _ = (fusefs.NodeReaddirer)((*byHashDir)(nil))

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,6 +24,9 @@ type commit struct {
 	mode  LabelMode
 	reply chan commitResult
 
+	seq  uint64 // its spool's
+	back bool   // its spool was made durable by the syncer, which waits for it back
+
 	err     error
 	renamed bool
 }
@@ -31,9 +35,11 @@ type commitResult struct{ err error }
 
 // commitBatch makes a group of commits durable together. Their content is
 // durable already (Spool.Commit saw to it, with the syncer for small
-// spools); every blob is renamed into data/ (or found there already),
-// data/ is synced once, the labels are written, and their directories
-// synced once each.
+// spools); every blob is renamed into data/ (or found there already), and
+// the renames are made durable by one sync of data/: the owner's own when
+// labels are to be written, else the syncer's next flush, which the owner
+// does not wait for. Labels are written last, their directories synced
+// once each.
 //
 // With NoGroupCommit every blob pays its own fsyncs, one after another: the
 // baseline the benchmarks compare against.
@@ -44,21 +50,37 @@ func (s *Store) commitBatch(batch []*commit) {
 				c.err = blobErr(c.sum, c.err)
 				continue
 			}
-			if c.err = s.placeBlob(c, s.statBlob(c)); c.err == nil && (c.renamed || s.dataUnsynced) {
-				if err := s.syncData(); err != nil {
-					c.err = blobErr(c.sum, err)
-				}
+			if c.err = s.placeBlob(c, s.statBlob(c)); c.err != nil {
+				continue
+			}
+			if c.renamed {
+				s.renamed.Add(1)
+			}
+			if err := s.dataDurable(); err != nil {
+				c.err = blobErr(c.sum, err)
 			}
 		}
 	} else {
-		anyRenamed := false
+		anyRenamed, labels := false, false
 		for _, c := range batch {
 			if c.err == nil {
 				c.err = s.placeBlob(c, s.statBlob(c))
 				anyRenamed = anyRenamed || c.renamed
+				labels = labels || c.mode != LabelNone
 			}
 		}
-		if anyRenamed || s.dataUnsynced {
+		if anyRenamed {
+			s.renamed.Add(1)
+		}
+		if s.durable.Load() < s.renamed.Load() && !labels {
+			// Some blob in data/ may not be durable, maybe one of this
+			// batch found in place, so every commit waits for a sync:
+			// the syncer's next.
+			s.handToSyncer(batch)
+			return
+		}
+		s.settle(batch)
+		if s.durable.Load() < s.renamed.Load() {
 			if err := s.syncData(); err != nil {
 				// Every commit of the batch fails, also one that found
 				// its blob in place: the name may be one this batch (or
@@ -73,11 +95,6 @@ func (s *Store) commitBatch(batch []*commit) {
 	}
 	lw := s.newLabelWriter()
 	for _, c := range batch {
-		if c.err == nil && c.renamed {
-			if fi, err := c.f.Stat(); err == nil {
-				s.verdicts.record(c.sum, fi, true)
-			}
-		}
 		if c.err != nil || c.mode == LabelNone {
 			continue
 		}
@@ -95,14 +112,88 @@ func (s *Store) commitBatch(batch []*commit) {
 	}
 }
 
-// syncData fsyncs data/, making the renames into it durable. Until one
-// succeeds after a failure, every commit syncs it again, also one that
-// renamed nothing: the blob it found may be a rename not durable yet.
+// handToSyncer leaves the acknowledgement of label-less commits to the
+// syncer, after its next flush. Those that failed are answered now.
+func (s *Store) handToSyncer(batch []*commit) {
+	var wait []*commit
+	for _, c := range batch {
+		if c.err != nil {
+			c.reply <- commitResult{err: c.err}
+			continue
+		}
+		wait = append(wait, c)
+	}
+	// The syncer runs until the owner has exited, so it answers these.
+	s.back.put(wait, sentBack(batch))
+}
+
+// settle tells the syncer that the owner answers the batch itself, so it
+// waits for these spools no longer.
+func (s *Store) settle(batch []*commit) {
+	if n := sentBack(batch); n > 0 {
+		s.back.put(nil, n)
+	}
+}
+
+func sentBack(batch []*commit) int {
+	n := 0
+	for _, c := range batch {
+		if c.back {
+			n++
+		}
+	}
+	return n
+}
+
+// syncData fsyncs data/, making every rename into it so far durable.
 func (s *Store) syncData() error {
-	err := s.syncDir(s.dataDir)
-	s.dataUnsynced = err != nil
-	if err != nil {
+	epoch, start := s.renamed.Load(), fileClock()
+	if err := s.syncDir(s.dataDir); err != nil {
 		return fmt.Errorf("syncing data/: %w", err)
+	}
+	s.markSynced(epoch, start)
+	return nil
+}
+
+// fileClock reads the clock the kernel stamps files with: the coarse one,
+// up to a tick behind the precise one. A file changed after this reading
+// has a ctime no earlier; one changed just before may have the same.
+func fileClock() int64 {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_REALTIME_COARSE, &ts) != nil {
+		return 0 // every blob found counts as changed since
+	}
+	return ts.Nano()
+}
+
+// noteFound is told of every blob the owner finds in data/ to depend on
+// (a duplicate, a blob to label): one that changed since the last sync of
+// data/ began may be another process's rename, not durable yet, so it
+// counts as a rename of this one's. On the owner.
+func (s *Store) noteFound(h Hash, fi os.FileInfo) {
+	if s.ownRenames[h] {
+		return // the epochs tell whether its rename is durable
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Ctim.Nano() >= s.syncedAt.Load() {
+		s.renamed.Add(1)
+	}
+}
+
+// ownRename notes a blob this process renamed into data/. On the owner.
+func (s *Store) ownRename(h Hash) {
+	if len(s.ownRenames) >= ownRenamesMax {
+		clear(s.ownRenames) // those found again get the ctime test
+	}
+	s.ownRenames[h] = true
+}
+
+const ownRenamesMax = 4096
+
+// dataDurable syncs data/ if a rename into it may not be durable yet: a
+// label must never point at a blob a crash could take back.
+func (s *Store) dataDurable() error {
+	if s.durable.Load() < s.renamed.Load() {
+		return s.syncData()
 	}
 	return nil
 }
@@ -133,6 +224,7 @@ func (s *Store) placeBlob(c *commit, st blobStat) error {
 		}
 		// Dedup. Refresh the mtime so gc's grace period protects a blob
 		// that is being stored again, about to be labelled.
+		s.noteFound(c.sum, fi)
 		now := time.Now()
 		if err := s.data.Chtimes(name, now, now); err != nil {
 			s.log.Warn("cannot refresh mtime of existing blob", "hash", name, "err", err)
@@ -147,6 +239,12 @@ func (s *Store) placeBlob(c *commit, st blobStat) error {
 		return blobErr(c.sum, err)
 	}
 	c.renamed = true
+	s.ownRename(c.sum)
+	// The content was durable before the rename, so the verdict holds
+	// whatever becomes of the rename.
+	if fi, err := c.f.Stat(); err == nil {
+		s.verdicts.record(c.sum, fi, true)
+	}
 	return nil
 }
 
@@ -167,6 +265,9 @@ func (lw *labelWriter) write(name string, refs []Hash) error {
 	s := lw.s
 	if err := s.checkLabelPath(name, true); err != nil {
 		return err
+	}
+	if err := s.dataDurable(); err != nil {
+		return labelErr(name, err)
 	}
 	dir := path.Dir(name)
 	if err := lw.mkdirAll(dir); err != nil {

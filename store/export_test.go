@@ -2,6 +2,8 @@ package store
 
 import (
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -12,12 +14,41 @@ func VerdictMisses(s *Store) int64 { return s.verdicts.misses.Load() }
 // FailDataSyncs makes the next n fsyncs of data/ fail with EIO, and counts
 // every fsync of data/ in *count. Call it before the store is used.
 func FailDataSyncs(s *Store, n int, count *int) {
+	var mu sync.Mutex // the owner and the syncer both sync data/
 	s.syncDir = func(f *os.File) error {
+		mu.Lock()
+		defer mu.Unlock()
 		*count++
 		if n > 0 {
 			n--
 			return syscall.EIO
 		}
 		return f.Sync()
+	}
+}
+
+// LimitVerdicts holds at most n verdicts in memory until the test ends.
+func LimitVerdicts(t interface{ Cleanup(func()) }, n int) {
+	old := verdictsMax
+	verdictsMax = n
+	t.Cleanup(func() { verdictsMax = old })
+}
+
+// Verdicts is how many verdicts s holds in memory.
+func Verdicts(s *Store) int {
+	s.verdicts.mu.Lock()
+	defer s.verdicts.mu.Unlock()
+	return len(s.verdicts.m)
+}
+
+// FailSyncfs makes every syncfs fail with EIO while *fail is set, and
+// counts the ones that failed in *failed.
+func FailSyncfs(s *Store, fail *atomic.Bool, failed *atomic.Int64) {
+	s.syncFS = func(f *os.File) error {
+		if fail.Load() {
+			failed.Add(1)
+			return syscall.EIO
+		}
+		return syncfs(f)
 	}
 }

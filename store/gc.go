@@ -162,7 +162,7 @@ func (s *Store) sweep(ctx context.Context, candidates []Hash, cutoff time.Time, 
 			rep.Bytes += fi.Size()
 		}
 		if len(rep.Removed) > 0 {
-			return struct{}{}, s.dataDir.Sync()
+			return struct{}{}, s.syncData()
 		}
 		return struct{}{}, nil
 	})

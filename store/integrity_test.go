@@ -4,13 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -930,5 +933,194 @@ func TestDataSyncFailure(t *testing.T) {
 				t.Errorf("%d syncs of data/ after a commit that renamed nothing into a synced data/, want 2", syncs)
 			}
 		})
+	}
+}
+
+// TestDataSyncFailureUnlabelled: a commit without a label is acknowledged
+// by the syncer once its rename is durable. When that sync fails, the
+// commit fails; a label pointed at the blob afterwards syncs data/ first,
+// as does the next commit of the same content.
+func TestDataSyncFailureUnlabelled(t *testing.T) {
+	for _, mode := range []struct {
+		name string
+		opts store.Options
+	}{{"group commit", store.Options{}}, {"one fsync per blob", store.Options{NoGroupCommit: true}}} {
+		t.Run(mode.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "store")
+			mode.opts.Logger = quiet
+			s := openAt(t, dir, mode.opts)
+			var syncs int
+			store.FailDataSyncs(s, 1, &syncs)
+			content := "stored, its rename not durable"
+			_, err := s.Store(bg, []byte(content))
+			wantErr(t, "Store with data/ failing to sync", err, syscall.EIO)
+			if syncs != 1 {
+				t.Fatalf("%d syncs of data/ for the first commit, want 1", syncs)
+			}
+			h, err := store.Sum([]byte(content))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Label(bg, "after", h); err != nil {
+				t.Fatal(err)
+			}
+			if syncs != 2 {
+				t.Errorf("%d syncs of data/ after labelling a blob whose rename was not durable, want 2", syncs)
+			}
+			wantRefs(t, s, "after", h)
+			if _, err := s.Store(bg, []byte(content)); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Label(bg, "again", h); err != nil {
+				t.Fatal(err)
+			}
+			if syncs != 2 {
+				t.Errorf("%d syncs of data/ once data/ was durable, want 2", syncs)
+			}
+		})
+	}
+}
+
+// TestVerdictsBounded: memory holds at most the limit of verdicts however
+// many blobs are stored, the log is compacted when it outgrows them, and
+// a blob whose verdict was dropped is hashed again, once.
+func TestVerdictsBounded(t *testing.T) {
+	const limit = 16
+	store.LimitVerdicts(t, limit)
+	dir := filepath.Join(t.TempDir(), "store")
+	s := openAt(t, dir, store.Options{})
+	var hashes []store.Hash
+	var contents [][]byte
+	for i := range 10 * limit {
+		c := []byte("blob " + strconv.Itoa(i))
+		h, err := s.Store(bg, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hashes, contents = append(hashes, h), append(contents, c)
+		if n := store.Verdicts(s); n > limit {
+			t.Fatalf("%d verdicts held after %d stores, want at most %d", n, i+1, limit)
+		}
+	}
+	log, err := os.ReadFile(filepath.Join(dir, "tmp", "verified"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Compacted at 4 times the limit, to what is held.
+	if lines := bytes.Count(log, []byte("\n")); lines > 4*limit {
+		t.Errorf("the log has %d records for %d verdicts held", lines, store.Verdicts(s))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openAt(t, dir, store.Options{})
+	hashed := 0
+	for i, h := range hashes {
+		before := store.VerdictMisses(s2)
+		got, err := s2.Get(bg, h)
+		if err != nil || !bytes.Equal(got, contents[i]) {
+			t.Fatalf("Get %s = %q, %v", h, got, err)
+		}
+		hashed += int(store.VerdictMisses(s2) - before)
+		getHashing(t, s2, h, contents[i], 0) // its verdict is held now
+	}
+	// At most limit verdicts were held after reopening.
+	if hashed < len(hashes)-limit {
+		t.Errorf("%d of %d blobs hashed again after reopening, want at least %d", hashed, len(hashes), len(hashes)-limit)
+	}
+}
+
+// TestForeignBlobSynced: a blob another process put into data/ (Theater,
+// which never fsyncs) may not be durable, so the first label pointed at
+// it syncs data/; once a sync began after the blob changed, later labels
+// do not.
+func TestForeignBlobSynced(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	s := openAt(t, dir, store.Options{Logger: quiet})
+	var syncs int
+	store.FailDataSyncs(s, 0, &syncs)
+	content := []byte("written by Theater")
+	h, err := store.Sum(content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "data", h.String()), content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// More than a tick of the clock that stamps files.
+	time.Sleep(30 * time.Millisecond)
+	if err := s.Label(bg, "first", h); err != nil {
+		t.Fatal(err)
+	}
+	if syncs != 1 {
+		t.Errorf("%d syncs of data/ labelling a blob another process wrote, want 1", syncs)
+	}
+	if err := s.Label(bg, "second", h); err != nil {
+		t.Fatal(err)
+	}
+	if syncs != 1 {
+		t.Errorf("%d syncs of data/ labelling it again, want still 1", syncs)
+	}
+	// Another one, written after that sync: synced again.
+	content2 := []byte("written by Theater, later")
+	h2, _ := store.Sum(content2)
+	if err := os.WriteFile(filepath.Join(dir, "data", h2.String()), content2, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Store(bg, content2); err != nil {
+		t.Fatal(err)
+	}
+	if syncs != 2 {
+		t.Errorf("%d syncs of data/ after storing content another process wrote since, want 2", syncs)
+	}
+}
+
+// TestSyncfsFailure: when the flush shared by several writers fails, each
+// of their stores fails with the error, none is acknowledged, and once
+// flushes work again the same content stores and reads back.
+func TestSyncfsFailure(t *testing.T) {
+	s := openAt(t, filepath.Join(t.TempDir(), "store"), store.Options{Logger: quiet})
+	var fail atomic.Bool
+	var failed atomic.Int64
+	fail.Store(true)
+	store.FailSyncfs(s, &fail, &failed)
+	var mu sync.Mutex
+	var failedContent [][]byte
+	deadline := time.Now().Add(10 * time.Second)
+	for round := 0; failed.Load() < 3; round++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("no shared flush in 10 s of 8 writers (%d failed)", failed.Load())
+		}
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Go(func() {
+				c := []byte(fmt.Sprintf("round %d writer %d", round, w))
+				_, err := s.Store(bg, c)
+				if err == nil {
+					return
+				}
+				if !errors.Is(err, syscall.EIO) {
+					t.Errorf("Store: %v, want EIO", err)
+				}
+				mu.Lock()
+				failedContent = append(failedContent, c)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+	}
+	if len(failedContent) == 0 {
+		t.Fatal("syncfs failed, and every store succeeded")
+	}
+	fail.Store(false)
+	for _, c := range failedContent {
+		h, err := s.Store(bg, c)
+		if err != nil {
+			t.Fatalf("Store after flushes work again: %v", err)
+		}
+		got, err := s.Get(bg, h)
+		if err != nil || !bytes.Equal(got, c) {
+			t.Fatalf("Get = %q, %v; want %q", got, err, c)
+		}
 	}
 }

@@ -110,6 +110,7 @@ func (s *Store) blobExists(h Hash) (bool, error) {
 	if err != nil {
 		return false, blobErr(h, err)
 	}
+	s.noteFound(h, fi)
 	return fi.Mode().IsRegular(), nil
 }
 

@@ -274,14 +274,16 @@ func (sp *Spool) Commit(ctx context.Context, label string, mode LabelMode) (Hash
 	}
 	// The content is made durable before the owner takes the commit: a
 	// large spool here, in parallel with other writers; small ones by the
-	// syncer, a batch of them with one syncfs, while the owner renames the
-	// batch before. With NoGroupCommit the owner fsyncs each in turn.
+	// syncer, many with one flush (see syncer.go). With NoGroupCommit the
+	// owner fsyncs each in turn.
+	back := false
 	if !sp.s.opts.NoGroupCommit {
 		var err error
 		if sp.size >= selfSyncSize {
 			err = sp.f.Sync()
 		} else {
-			err = sp.s.groupSync(sp.f, sp.seq)
+			back = mode == LabelNone // a labelled commit the owner syncs itself
+			err = sp.s.groupSync(sp.f, sp.seq, back)
 		}
 		if errors.Is(err, ErrClosed) {
 			return sum, ErrClosed
@@ -292,7 +294,7 @@ func (sp *Spool) Commit(ctx context.Context, label string, mode LabelMode) (Hash
 	}
 	c := &commit{
 		tmp: sp.name, f: sp.f, sum: sum, size: sp.size,
-		label: label, mode: mode,
+		label: label, mode: mode, seq: sp.seq, back: back,
 		reply: make(chan commitResult, 1),
 	}
 	if err := sp.s.send(ctx, request{ctx: ctx, commit: c}); err != nil {
@@ -305,6 +307,9 @@ func (sp *Spool) Commit(ctx context.Context, label string, mode LabelMode) (Hash
 	select {
 	case r = <-c.reply:
 	case <-sp.s.done:
+		// The owner may have left the commit to the syncer, which
+		// answers all it was handed before it exits.
+		<-sp.s.synced
 		select {
 		case r = <-c.reply:
 		default:

@@ -73,14 +73,27 @@ type Store struct {
 	done    chan struct{} // closed when the owner has exited
 	retried chan struct{} // closed when retryLeftovers has ended
 	syncq   chan syncReq  // spools waiting for the syncer
+	back    handBack      // what the owner hands the syncer back
 	synced  chan struct{} // closed when the syncer has exited
 	spools  atomic.Uint64 // spools made so far: each one's sequence number
 
-	// dataUnsynced: an fsync of data/ failed, so renames into it may not
-	// be durable. Owner only.
-	dataUnsynced bool
-	// syncDir fsyncs a directory of the store; tests make it fail.
+	// Renames into data/ are counted in epochs: renamed is the last epoch
+	// the owner renamed anything in, durable the last one a sync of data/
+	// (by the owner, or the syncer) covered. A blob in data/ may vanish in
+	// a crash while durable < renamed, so nothing may point a label at it.
+	renamed atomic.Uint64
+	durable atomic.Uint64
+	// syncedAt is when the last sync of data/ that succeeded began (Unix
+	// ns): a blob found in data/ changed since may be another process's
+	// rename, not durable yet.
+	syncedAt atomic.Int64
+	// ownRenames: blobs this process renamed into data/ lately, whose
+	// durability the epochs track. Owner only.
+	ownRenames map[Hash]bool
+	// syncDir fsyncs a directory of the store, syncFS the file system
+	// holding a file; tests make them fail.
 	syncDir func(*os.File) error
+	syncFS  func(*os.File) error
 
 	closeOnce sync.Once // Close may be called from several goroutines at once
 	closeErr  error
@@ -109,7 +122,12 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, &Error{Op: "open store", Name: abs, Err: err}
 	}
-	s := &Store{dir: abs, root: root, opts: opts, log: opts.Logger, syncDir: (*os.File).Sync}
+	s := &Store{dir: abs, root: root, opts: opts, log: opts.Logger, syncDir: (*os.File).Sync, syncFS: syncfs}
+	// Some other process may have renamed blobs into data/ and not synced
+	// it (a crash, Theater itself): the first label or acknowledgement
+	// that depends on a blob found there syncs data/ once.
+	s.renamed.Store(1)
+	s.ownRenames = map[Hash]bool{}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -154,6 +172,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	s.done = make(chan struct{})
 	s.retried = make(chan struct{})
 	s.syncq = make(chan syncReq, 64)
+	s.back.wake = make(chan struct{}, 1)
 	s.synced = make(chan struct{})
 	go s.own()
 	if opts.ReadOnly || opts.NoGroupCommit {

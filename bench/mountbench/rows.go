@@ -563,8 +563,10 @@ func (b *bench) groupMillion() ([]*row, error) {
 		kind: memory, goal: &goal{value: 200 << 20}}
 	mnt := &row{what: fmt.Sprintf("mount of a store with %d blobs until the mount answers (mount returns + first stat of by-hash)", n),
 		kind: duration, goal: &goal{value: 1}}
+	rssLong := &row{what: fmt.Sprintf("server peak RSS while listing %d blobs with attributes (ls -l by-hash > /dev/null)", n),
+		kind: memory, goal: &goal{value: 200 << 20}}
 	mntCold := &row{what: "info: the same mount, cold cache (drop_caches before each mount)", kind: duration}
-	rows := []*row{rss, mnt, mntCold}
+	rows := []*row{rss, rssLong, mnt, mntCold}
 	if !b.root0 {
 		mntCold.skip = "needs root to drop the caches"
 	}
@@ -632,5 +634,33 @@ func (b *bench) groupMillion() ([]*row, error) {
 	rss.notes = append(rss.notes,
 		fmt.Sprintf("ls by-hash on a fresh mount took %s (median), ls data/ %s", fmtDur(median.Of(lsMount)), fmtDur(median.Of(lsDirect))),
 		fmt.Sprintf("the server exited %s (median) after the unmount that followed", fmtDur(median.Of(exits))))
+	// ls -l gives the kernel an inode for every entry, and the server a
+	// node for each inode the kernel holds, unless by-hash/ bounds them.
+	lsMount, lsDirect = lsMount[:0], lsDirect[:0]
+	for i := 0; i < b.cfg.runs; i++ {
+		m, err := b.mount(store, "million")
+		if err != nil {
+			return rows, err
+		}
+		d, err := b.lsCmd(filepath.Join(m.dir, "by-hash"), "-l", "--color=never")
+		var pk int64
+		if err == nil {
+			pk, err = peakRSS(m.pid)
+		}
+		if uerr := b.unmount(m); err == nil {
+			err = uerr
+		}
+		if err != nil {
+			return rows, err
+		}
+		rssLong.mount = append(rssLong.mount, float64(pk))
+		lsMount = append(lsMount, d)
+		if d, err = b.lsCmd(data, "-l", "--color=never"); err != nil {
+			return rows, err
+		}
+		lsDirect = append(lsDirect, d)
+	}
+	rssLong.notes = append(rssLong.notes,
+		fmt.Sprintf("ls -l by-hash on a fresh mount took %s (median), ls -l data/ %s", fmtDur(median.Of(lsMount)), fmtDur(median.Of(lsDirect))))
 	return rows, nil
 }
