@@ -898,42 +898,32 @@ func TestVerdictLogTolerant(t *testing.T) {
 // before the label points at it. Once that succeeded, a commit that
 // renames nothing syncs nothing.
 func TestDataSyncFailure(t *testing.T) {
-	for _, mode := range []struct {
-		name string
-		opts store.Options
-	}{{"group commit", store.Options{}}, {"one fsync per blob", store.Options{NoGroupCommit: true}}} {
-		t.Run(mode.name, func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "store")
-			mode.opts.Logger = quiet
-			s := openAt(t, dir, mode.opts)
-			var syncs int
-			store.FailDataSyncs(s, 1, &syncs)
-			content := "content whose rename is not durable"
-			_, _, err := s.PutLabeled(bg, strings.NewReader(content), "first", store.LabelReplace)
-			wantErr(t, "PutLabeled with data/ failing to sync", err, syscall.EIO)
-			if labelFileExists(dir, "first") {
-				t.Errorf("a label was written for a blob whose rename failed to sync")
-			}
-			if syncs != 1 {
-				t.Fatalf("%d syncs of data/ for the first commit, want 1", syncs)
-			}
+	failFirstDataSync(t, func(t *testing.T, dir string, s *store.Store, syncs *int) {
+		content := "content whose rename is not durable"
+		_, _, err := s.PutLabeled(bg, strings.NewReader(content), "first", store.LabelReplace)
+		wantErr(t, "PutLabeled with data/ failing to sync", err, syscall.EIO)
+		if labelFileExists(dir, "first") {
+			t.Errorf("a label was written for a blob whose rename failed to sync")
+		}
+		if *syncs != 1 {
+			t.Fatalf("%d *syncs of data/ for the first commit, want 1", *syncs)
+		}
 
-			h, _, err := s.PutLabeled(bg, strings.NewReader(content), "second", store.LabelReplace)
-			if err != nil {
-				t.Fatal(err)
-			}
-			wantRefs(t, s, "second", h)
-			if syncs != 2 {
-				t.Errorf("%d syncs of data/ after a commit that found the unsynced blob in place, want 2", syncs)
-			}
-			if _, _, err := s.PutLabeled(bg, strings.NewReader(content), "third", store.LabelReplace); err != nil {
-				t.Fatal(err)
-			}
-			if syncs != 2 {
-				t.Errorf("%d syncs of data/ after a commit that renamed nothing into a synced data/, want 2", syncs)
-			}
-		})
-	}
+		h, _, err := s.PutLabeled(bg, strings.NewReader(content), "second", store.LabelReplace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantRefs(t, s, "second", h)
+		if *syncs != 2 {
+			t.Errorf("%d *syncs of data/ after a commit that found the unsynced blob in place, want 2", *syncs)
+		}
+		if _, _, err := s.PutLabeled(bg, strings.NewReader(content), "third", store.LabelReplace); err != nil {
+			t.Fatal(err)
+		}
+		if *syncs != 2 {
+			t.Errorf("%d *syncs of data/ after a commit that renamed nothing into a synced data/, want 2", *syncs)
+		}
+	})
 }
 
 // TestDataSyncFailureUnlabelled: a commit without a label is acknowledged
@@ -941,44 +931,34 @@ func TestDataSyncFailure(t *testing.T) {
 // commit fails; a label pointed at the blob afterwards syncs data/ first,
 // as does the next commit of the same content.
 func TestDataSyncFailureUnlabelled(t *testing.T) {
-	for _, mode := range []struct {
-		name string
-		opts store.Options
-	}{{"group commit", store.Options{}}, {"one fsync per blob", store.Options{NoGroupCommit: true}}} {
-		t.Run(mode.name, func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "store")
-			mode.opts.Logger = quiet
-			s := openAt(t, dir, mode.opts)
-			var syncs int
-			store.FailDataSyncs(s, 1, &syncs)
-			content := "stored, its rename not durable"
-			_, err := s.Store(bg, []byte(content))
-			wantErr(t, "Store with data/ failing to sync", err, syscall.EIO)
-			if syncs != 1 {
-				t.Fatalf("%d syncs of data/ for the first commit, want 1", syncs)
-			}
-			h, err := store.Sum([]byte(content))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Label(bg, "after", h); err != nil {
-				t.Fatal(err)
-			}
-			if syncs != 2 {
-				t.Errorf("%d syncs of data/ after labelling a blob whose rename was not durable, want 2", syncs)
-			}
-			wantRefs(t, s, "after", h)
-			if _, err := s.Store(bg, []byte(content)); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Label(bg, "again", h); err != nil {
-				t.Fatal(err)
-			}
-			if syncs != 2 {
-				t.Errorf("%d syncs of data/ once data/ was durable, want 2", syncs)
-			}
-		})
-	}
+	failFirstDataSync(t, func(t *testing.T, dir string, s *store.Store, syncs *int) {
+		content := "stored, its rename not durable"
+		_, err := s.Store(bg, []byte(content))
+		wantErr(t, "Store with data/ failing to sync", err, syscall.EIO)
+		if *syncs != 1 {
+			t.Fatalf("%d *syncs of data/ for the first commit, want 1", *syncs)
+		}
+		h, err := store.Sum([]byte(content))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Label(bg, "after", h); err != nil {
+			t.Fatal(err)
+		}
+		if *syncs != 2 {
+			t.Errorf("%d *syncs of data/ after labelling a blob whose rename was not durable, want 2", *syncs)
+		}
+		wantRefs(t, s, "after", h)
+		if _, err := s.Store(bg, []byte(content)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Label(bg, "again", h); err != nil {
+			t.Fatal(err)
+		}
+		if *syncs != 2 {
+			t.Errorf("%d *syncs of data/ once data/ was durable, want 2", *syncs)
+		}
+	})
 }
 
 // TestVerdictsBounded: memory holds at most the limit of verdicts however
@@ -1122,5 +1102,23 @@ func TestSyncfsFailure(t *testing.T) {
 		if err != nil || !bytes.Equal(got, c) {
 			t.Fatalf("Get = %q, %v; want %q", got, err, c)
 		}
+	}
+}
+
+// failFirstDataSync runs test, with group commit and with one fsync per
+// blob, on a store whose first fsync of data/ fails; *syncs counts them.
+func failFirstDataSync(t *testing.T, test func(t *testing.T, dir string, s *store.Store, syncs *int)) {
+	for _, mode := range []struct {
+		name string
+		opts store.Options
+	}{{"group commit", store.Options{}}, {"one fsync per blob", store.Options{NoGroupCommit: true}}} {
+		t.Run(mode.name, func(t *testing.T) {
+			mode.opts.Logger = quiet
+			dir := filepath.Join(t.TempDir(), "store")
+			s := openAt(t, dir, mode.opts)
+			var syncs int
+			store.FailDataSyncs(s, 1, &syncs)
+			test(t, dir, s, &syncs)
+		})
 	}
 }

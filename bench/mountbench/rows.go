@@ -557,6 +557,39 @@ func (b *bench) rssRun(m *mount, src string, size int64) (float64, error) {
 	return float64(pk), err
 }
 
+// lsPeaks runs ls with args on by-hash/ of a fresh mount of store, runs
+// times, and records the server's peak RSS of each run in r; it returns
+// the times of those listings, of the same on data/, and of the servers'
+// exits after their unmounts.
+func (b *bench) lsPeaks(store string, r *row, args ...string) (lsMount, lsDirect, exits []float64, err error) {
+	data := filepath.Join(store, "data")
+	for i := 0; i < b.cfg.runs; i++ {
+		m, err := b.mount(store, "million")
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		d, err := b.lsCmd(filepath.Join(m.dir, "by-hash"), args...)
+		var pk int64
+		if err == nil {
+			pk, err = peakRSS(m.pid)
+		}
+		if uerr := b.unmount(m); err == nil {
+			err = uerr
+		}
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		exits = append(exits, m.exitWait.Seconds())
+		r.mount = append(r.mount, float64(pk))
+		lsMount = append(lsMount, d)
+		if d, err = b.lsCmd(data, args...); err != nil {
+			return nil, nil, nil, err
+		}
+		lsDirect = append(lsDirect, d)
+	}
+	return lsMount, lsDirect, exits, nil
+}
+
 func (b *bench) groupMillion() ([]*row, error) {
 	n := b.cfg.million
 	rss := &row{what: fmt.Sprintf("server peak RSS while listing %d blobs (ls by-hash > /dev/null)", n),
@@ -605,60 +638,19 @@ func (b *bench) groupMillion() ([]*row, error) {
 			}
 		}
 	}
-	data := filepath.Join(store, "data")
-	var lsMount, lsDirect, exits []float64
-	for i := 0; i < b.cfg.runs; i++ {
-		m, err := b.mount(store, "million")
-		if err != nil {
-			return rows, err
-		}
-		d, err := b.lsCmd(filepath.Join(m.dir, "by-hash"))
-		var pk int64
-		if err == nil {
-			pk, err = peakRSS(m.pid)
-		}
-		if uerr := b.unmount(m); err == nil {
-			err = uerr
-		}
-		if err != nil {
-			return rows, err
-		}
-		exits = append(exits, m.exitWait.Seconds())
-		rss.mount = append(rss.mount, float64(pk))
-		lsMount = append(lsMount, d)
-		if d, err = b.lsCmd(data); err != nil {
-			return rows, err
-		}
-		lsDirect = append(lsDirect, d)
+	// Plain ls makes no inodes; ls -l gives the kernel one for every
+	// entry, and the server a node for each inode the kernel holds,
+	// unless by-hash/ bounds them.
+	lsMount, lsDirect, exits, err := b.lsPeaks(store, rss)
+	if err != nil {
+		return rows, err
 	}
 	rss.notes = append(rss.notes,
 		fmt.Sprintf("ls by-hash on a fresh mount took %s (median), ls data/ %s", fmtDur(median.Of(lsMount)), fmtDur(median.Of(lsDirect))),
 		fmt.Sprintf("the server exited %s (median) after the unmount that followed", fmtDur(median.Of(exits))))
-	// ls -l gives the kernel an inode for every entry, and the server a
-	// node for each inode the kernel holds, unless by-hash/ bounds them.
-	lsMount, lsDirect = lsMount[:0], lsDirect[:0]
-	for i := 0; i < b.cfg.runs; i++ {
-		m, err := b.mount(store, "million")
-		if err != nil {
-			return rows, err
-		}
-		d, err := b.lsCmd(filepath.Join(m.dir, "by-hash"), "-l", "--color=never")
-		var pk int64
-		if err == nil {
-			pk, err = peakRSS(m.pid)
-		}
-		if uerr := b.unmount(m); err == nil {
-			err = uerr
-		}
-		if err != nil {
-			return rows, err
-		}
-		rssLong.mount = append(rssLong.mount, float64(pk))
-		lsMount = append(lsMount, d)
-		if d, err = b.lsCmd(data, "-l", "--color=never"); err != nil {
-			return rows, err
-		}
-		lsDirect = append(lsDirect, d)
+	lsMount, lsDirect, _, err = b.lsPeaks(store, rssLong, "-l", "--color=never")
+	if err != nil {
+		return rows, err
 	}
 	rssLong.notes = append(rssLong.notes,
 		fmt.Sprintf("ls -l by-hash on a fresh mount took %s (median), ls -l data/ %s", fmtDur(median.Of(lsMount)), fmtDur(median.Of(lsDirect))))
