@@ -1122,3 +1122,43 @@ func failFirstDataSync(t *testing.T, test func(t *testing.T, dir string, s *stor
 		})
 	}
 }
+
+// TestReadKeepsAtime: reading a blob does not dirty its inode with a new
+// access time (which the next group commit's syncfs would have to write).
+func TestReadKeepsAtime(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	s := openAt(t, dir, store.Options{})
+	h, err := s.Store(bg, []byte("read me"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "data", h.String())
+	// An access time older than the modification: relatime updates it on
+	// the next read, as strictatime does.
+	old := time.Now().Add(-48 * time.Hour)
+	if err := os.Chtimes(path, old, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for _, get := range []func() error{
+		func() error { _, err := s.Get(bg, h); return err },
+		func() error {
+			f, _, err := s.Open(bg, h)
+			if err == nil {
+				_, err = io.ReadAll(f)
+				f.Close()
+			}
+			return err
+		},
+	} {
+		if err := get(); err != nil {
+			t.Fatal(err)
+		}
+		var st syscall.Stat_t
+		if err := syscall.Stat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		if got := time.Unix(st.Atim.Unix()); got.After(old.Add(time.Second)) {
+			t.Errorf("reading the blob moved its atime from %v to %v", old, got)
+		}
+	}
+}
