@@ -426,8 +426,16 @@ func TestLsLongAsksOnce(t *testing.T) {
 // reads.
 func TestByHashInodesBounded(t *testing.T) {
 	t.Parallel()
+	// 50 of 400, and none at all: with nothing allowed, readdirplus gives
+	// no inode, and each entry is looked up, then forgotten.
+	for _, limit := range []int{50, 0} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) { testInodesBounded(t, limit) })
+	}
+}
+
+func testInodesBounded(t *testing.T, limit int) {
 	m := mountStore(t, MountOptions{})
-	const limit, n = 50, 400
+	const n = 400
 	byHash := m.root.byHash
 	byHash.Operations().(*byHashDir).leaves.setLimit(limit)
 	var hashes []store.Hash
