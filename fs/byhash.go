@@ -154,17 +154,25 @@ type hashDirHandle struct {
 
 var (
 	_ = (fusefs.FileReaddirenter)((*hashDirHandle)(nil))
+	_ = (fusefs.FileSeekdirer)((*hashDirHandle)(nil))
 	_ = (fusefs.FileLookuper)((*hashDirHandle)(nil))
 	_ = (fusefs.FileReleasedirer)((*hashDirHandle)(nil))
 )
 
-func (h *hashDirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+func (h *hashDirHandle) stream(ctx context.Context) syscall.Errno {
 	if h.ds == nil {
 		ds, errno := h.d.Readdir(ctx)
 		if errno != 0 {
-			return nil, errno
+			return errno
 		}
 		h.ds = ds
+	}
+	return 0
+}
+
+func (h *hashDirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if errno := h.stream(ctx); errno != 0 {
+		return nil, errno
 	}
 	if !h.ds.HasNext() {
 		return nil, 0
@@ -183,6 +191,22 @@ func (h *hashDirHandle) Lookup(ctx context.Context, name string, out *fuse.Entry
 		return nil, syscall.EAGAIN
 	}
 	return h.d.Lookup(ctx, name, out)
+}
+
+// Seekdir goes back to an offset handed out earlier (telldir, rewinddir):
+// the n-th entry of the sorted listing is entry n, as go-fuse numbers them.
+// Offset 0 lists the directory afresh.
+func (h *hashDirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off == 0 && h.ds != nil {
+		h.ds.Close()
+		h.ds = nil
+	}
+	if errno := h.stream(ctx); errno != 0 {
+		return errno
+	}
+	hs := h.ds.(*hashStream)
+	hs.i = int(min(off, uint64(len(hs.hashes))))
+	return 0
 }
 
 func (h *hashDirHandle) Releasedir(ctx context.Context, flags uint32) {

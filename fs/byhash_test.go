@@ -474,3 +474,63 @@ func testInodesBounded(t *testing.T, limit int) {
 		}
 	}
 }
+
+// TestByHashSeekdir: a listing of by-hash/ can be rewound and resumed at
+// an offset telldir gave (rm -r and Python's os.listdir on a reused handle
+// do the first; seekdir(3) users the second).
+func TestByHashSeekdir(t *testing.T) {
+	t.Parallel()
+	m := mountStore(t, MountOptions{})
+	const n = 300 // more than one readdir reply holds
+	for i := range n {
+		m.put(fmt.Sprintf("blob %d", i))
+	}
+	fd, err := syscall.Open(m.path("by-hash"), syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	// names reads entries from fd until the end, with the offset (d_off)
+	// after each.
+	names := func() (list []string, offs []int64) {
+		buf := make([]byte, 4096)
+		for {
+			k, err := syscall.Getdents(fd, buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if k == 0 {
+				return list, offs
+			}
+			for b := buf[:k]; len(b) > 0; {
+				reclen := int(b[16]) | int(b[17])<<8
+				off := int64(0)
+				for i := 7; i >= 0; i-- {
+					off = off<<8 | int64(b[8+i])
+				}
+				name := string(bytes.TrimRight(b[19:reclen], "\x00"))
+				if name != "." && name != ".." {
+					list, offs = append(list, name), append(offs, off)
+				}
+				b = b[reclen:]
+			}
+		}
+	}
+	first, offs := names()
+	if len(first) != n {
+		t.Fatalf("listed %d entries, want %d", len(first), n)
+	}
+	if _, err := syscall.Seek(fd, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := names(); !slices.Equal(again, first) {
+		t.Fatalf("after rewinding, listed %d entries, not the same %d", len(again), len(first))
+	}
+	const k = 123
+	if _, err := syscall.Seek(fd, offs[k], 0); err != nil {
+		t.Fatal(err)
+	}
+	if rest, _ := names(); !slices.Equal(rest, first[k+1:]) {
+		t.Fatalf("after seeking to the offset of entry %d, listed %d entries, want the %d after it", k, len(rest), n-k-1)
+	}
+}
