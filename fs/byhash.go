@@ -29,9 +29,8 @@ func (d *byHashDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if err != nil {
 		return nil, syscall.ENOENT
 	}
-	known := d.GetChild(name) != nil
 	ch, errno := d.fs.blobInode(ctx, &d.Inode, h, out)
-	if errno == 0 && !known {
+	if errno == 0 {
 		d.leaves.push(h)
 	}
 	return ch, errno
@@ -44,19 +43,22 @@ func (d *byHashDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 // entries are invalidated, the kernel forgets them, and so does go-fuse.
 const leafLimit = 100_000
 
-// leafQueue is the blobs by-hash/ made inodes for, oldest first: 20 bytes
-// each, not 1 KiB. Queued once for each inode made, so a blob looked up
-// again is not queued again while its inode lives.
+// leafQueue is the blobs by-hash/ gave the kernel an entry for, oldest
+// first, each once: tens of bytes each, not a node's kilobyte. Every
+// lookup queues its blob unless it is queued already, also one whose node
+// go-fuse still has: the kernel may hold a fresh entry for a node kept
+// alive by an open file, or not yet forgotten.
 type leafQueue struct {
-	mu    sync.Mutex
-	q     []store.Hash // q[head:] are queued
-	head  int
-	limit int
-	wake  chan struct{} // tells trim that the queue is over the limit
+	mu     sync.Mutex
+	q      []store.Hash // q[head:] are queued
+	head   int
+	queued map[store.Hash]struct{}
+	limit  int
+	wake   chan struct{} // tells trim that the queue is over the limit
 }
 
 func newLeafQueue(limit int) leafQueue {
-	return leafQueue{limit: limit, wake: make(chan struct{}, 1)}
+	return leafQueue{limit: limit, queued: map[store.Hash]struct{}{}, wake: make(chan struct{}, 1)}
 }
 
 // full reports whether the queue is over its limit by more than a tenth,
@@ -75,6 +77,11 @@ func (lq *leafQueue) setLimit(n int) {
 
 func (lq *leafQueue) push(h store.Hash) {
 	lq.mu.Lock()
+	if _, ok := lq.queued[h]; ok {
+		lq.mu.Unlock()
+		return
+	}
+	lq.queued[h] = struct{}{}
 	lq.q = append(lq.q, h)
 	over := len(lq.q)-lq.head > lq.limit
 	lq.mu.Unlock()
@@ -94,6 +101,7 @@ func (lq *leafQueue) pop() (store.Hash, bool) {
 		return store.Hash{}, false
 	}
 	h := lq.q[lq.head]
+	delete(lq.queued, h)
 	if lq.head++; lq.head > 1024 && lq.head > len(lq.q)/2 {
 		lq.q = append(lq.q[:0], lq.q[lq.head:]...)
 		lq.head = 0
@@ -149,7 +157,7 @@ func (d *byHashDir) OpendirHandle(ctx context.Context, flags uint32) (fusefs.Fil
 // as go-fuse does for its own handles.
 type hashDirHandle struct {
 	d  *byHashDir
-	ds fusefs.DirStream
+	ds *hashStream
 }
 
 var (
@@ -161,11 +169,11 @@ var (
 
 func (h *hashDirHandle) stream(ctx context.Context) syscall.Errno {
 	if h.ds == nil {
-		ds, errno := h.d.Readdir(ctx)
-		if errno != 0 {
-			return errno
+		hashes, err := h.d.fs.st.ListAllContent(quick(ctx))
+		if err != nil {
+			return h.d.fs.errno("list blobs", err)
 		}
-		h.ds = ds
+		h.ds = &hashStream{hashes: hashes}
 	}
 	return 0
 }
@@ -204,8 +212,7 @@ func (h *hashDirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	if errno := h.stream(ctx); errno != 0 {
 		return errno
 	}
-	hs := h.ds.(*hashStream)
-	hs.i = int(min(off, uint64(len(hs.hashes))))
+	h.ds.i = int(min(off, uint64(len(h.ds.hashes))))
 	return 0
 }
 
@@ -213,18 +220,6 @@ func (h *hashDirHandle) Releasedir(ctx context.Context, flags uint32) {
 	if h.ds != nil {
 		h.ds.Close()
 	}
-}
-
-var _ = (fusefs.NodeReaddirer)((*byHashDir)(nil))
-
-// Readdir lists every blob, sorted.
-func (d *byHashDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
-	ctx = quick(ctx)
-	hashes, err := d.fs.st.ListAllContent(ctx)
-	if err != nil {
-		return nil, d.fs.errno("list blobs", err)
-	}
-	return &hashStream{hashes: hashes}, 0
 }
 
 // hashStream yields directory entries from a sorted list of hashes, one

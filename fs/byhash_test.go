@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -454,19 +456,7 @@ func testInodesBounded(t *testing.T, limit int) {
 			t.Fatal(err)
 		}
 	}
-	// The kernel forgets the invalidated entries asynchronously.
-	var held int
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		held = len(byHash.Children())
-		if held <= limit || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if held > limit {
-		t.Errorf("the server holds %d blob nodes after listing %d blobs, want at most %d", held, n, limit)
-	}
+	wantHeld(t, byHash, limit, fmt.Sprintf("after listing %d blobs", n))
 	for i, h := range hashes {
 		got, err := os.ReadFile(m.blob(h))
 		if err != nil || string(got) != fmt.Sprintf("blob %d", i) {
@@ -533,4 +523,75 @@ func TestByHashSeekdir(t *testing.T) {
 	if rest, _ := names(); !slices.Equal(rest, first[k+1:]) {
 		t.Fatalf("after seeking to the offset of entry %d, listed %d entries, want the %d after it", k, len(rest), n-k-1)
 	}
+}
+
+// wantHeld waits until the server holds at most limit nodes under dir:
+// the kernel forgets invalidated entries asynchronously.
+func wantHeld(t *testing.T, dir *fusefs.Inode, limit int, when string) {
+	t.Helper()
+	var held int
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		held = len(dir.Children())
+		if held <= limit || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if held > limit {
+		t.Errorf("the server holds %d blob nodes %s, want at most %d", held, when, limit)
+	}
+}
+
+// TestByHashInodesBoundedUnderReuse: entries looked up again while their
+// nodes live on (held open, or invalidated and not yet forgotten) are
+// queued again, so the bound holds for them too.
+func TestByHashInodesBoundedUnderReuse(t *testing.T) {
+	t.Parallel()
+	m := mountStore(t, MountOptions{})
+	const limit, n, open = 5, 200, 10
+	byHash := m.root.byHash
+	byHash.Operations().(*byHashDir).leaves.setLimit(limit)
+	var hashes []store.Hash
+	for i := range n {
+		hashes = append(hashes, m.put(fmt.Sprintf("blob %d", i)))
+	}
+	var files []*os.File
+	for _, h := range hashes[:open] {
+		f, err := os.Open(m.blob(h))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	// Two listers at once: each looks up entries the other's lookups
+	// invalidated moments ago.
+	var wg sync.WaitGroup
+	stop := time.Now().Add(time.Second)
+	for range 2 {
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				entries, err := os.ReadDir(m.path("by-hash"))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for _, e := range entries {
+					if _, err := os.Lstat(m.path("by-hash", e.Name())); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// The open ones again, their old nodes alive.
+	for i, f := range files {
+		if _, err := os.Stat(m.blob(hashes[i])); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	wantHeld(t, byHash, limit, "after two listers and reopened entries")
 }
