@@ -761,17 +761,22 @@ func lockedTemp(t *testing.T, dir, name string) *os.File {
 	return f
 }
 
+// openWithLockedLeftover opens a store whose tmp/ holds name, locked by a
+// writer of another process (the file returned) at the moment of Open.
+func openWithLockedLeftover(t *testing.T, name string) (string, *store.Store, *os.File) {
+	dir := filepath.Join(t.TempDir(), "store")
+	openAt(t, dir, store.Options{}).Close()
+	f := lockedTemp(t, dir, name)
+	return dir, openAt(t, dir, store.Options{}), f
+}
+
 // A leftover still locked at Open is removed once its lock goes, not left
 // until the next Open: a server killed a moment ago may still be holding
 // its spools when the new server opens the store (the kernel releases a
 // dying process's files highest descriptor first, and a low one after
 // /dev/fuse, whose release lets the new mount start).
 func TestLeftoverLockedAtOpenRemovedOnceUnlocked(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "store")
-	openAt(t, dir, store.Options{}).Close()
-	dying := lockedTemp(t, dir, "spool-0123456789abcdef01234567")
-
-	s := openAt(t, dir, store.Options{})
+	dir, s, dying := openWithLockedLeftover(t, "spool-0123456789abcdef01234567")
 	time.Sleep(100 * time.Millisecond)
 	if got := tmpSpools(t, dir); len(got) != 1 {
 		t.Fatalf("tmp/ while the spool is locked = %v, want it kept", got)
@@ -792,10 +797,7 @@ func TestLeftoverLockedAtOpenRemovedOnceUnlocked(t *testing.T) {
 // A store closes at once while a leftover it found locked at Open is still
 // locked (a live writer of another process), and leaves it.
 func TestCloseWithLeftoverStillLocked(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "store")
-	openAt(t, dir, store.Options{}).Close()
-	live := lockedTemp(t, dir, "label-0123456789abcdef01234567")
-	s := openAt(t, dir, store.Options{})
+	dir, s, live := openWithLockedLeftover(t, "label-0123456789abcdef01234567")
 	time.Sleep(50 * time.Millisecond)
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
