@@ -153,40 +153,43 @@ func (d *byHashDir) OpendirHandle(ctx context.Context, flags uint32) (fusefs.Fil
 	return &hashDirHandle{d: d}, 0, 0
 }
 
-// hashDirHandle is an open by-hash/. The stream is made at the first read,
-// as go-fuse does for its own handles.
+// hashDirHandle is an open by-hash/: the sorted list of hashes, made at
+// the first read, and the next entry's index. The list is the only memory
+// a listing holds.
 type hashDirHandle struct {
-	d  *byHashDir
-	ds *hashStream
+	d      *byHashDir
+	hashes []store.Hash
+	listed bool
+	i      int
 }
 
 var (
 	_ = (fusefs.FileReaddirenter)((*hashDirHandle)(nil))
 	_ = (fusefs.FileSeekdirer)((*hashDirHandle)(nil))
 	_ = (fusefs.FileLookuper)((*hashDirHandle)(nil))
-	_ = (fusefs.FileReleasedirer)((*hashDirHandle)(nil))
 )
 
-func (h *hashDirHandle) stream(ctx context.Context) syscall.Errno {
-	if h.ds == nil {
+func (h *hashDirHandle) list(ctx context.Context) syscall.Errno {
+	if !h.listed {
 		hashes, err := h.d.fs.st.ListAllContent(quick(ctx))
 		if err != nil {
 			return h.d.fs.errno("list blobs", err)
 		}
-		h.ds = &hashStream{hashes: hashes}
+		h.hashes, h.listed, h.i = hashes, true, 0
 	}
 	return 0
 }
 
 func (h *hashDirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
-	if errno := h.stream(ctx); errno != 0 {
+	if errno := h.list(ctx); errno != 0 {
 		return nil, errno
 	}
-	if !h.ds.HasNext() {
+	if h.i >= len(h.hashes) {
 		return nil, 0
 	}
-	e, errno := h.ds.Next()
-	return &e, errno
+	hash := h.hashes[h.i]
+	h.i++
+	return &fuse.DirEntry{Name: hash.String(), Mode: syscall.S_IFREG, Ino: blobIno(hash)}, 0
 }
 
 // Lookup answers readdirplus for one entry: with its inode, unless
@@ -205,37 +208,15 @@ func (h *hashDirHandle) Lookup(ctx context.Context, name string, out *fuse.Entry
 // the n-th entry of the sorted listing is entry n, as go-fuse numbers them.
 // Offset 0 lists the directory afresh.
 func (h *hashDirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	if off == 0 && h.ds != nil {
-		h.ds.Close()
-		h.ds = nil
+	if off == 0 {
+		h.listed = false
 	}
-	if errno := h.stream(ctx); errno != 0 {
+	if errno := h.list(ctx); errno != 0 {
 		return errno
 	}
-	h.ds.i = int(min(off, uint64(len(h.ds.hashes))))
+	h.i = int(min(off, uint64(len(h.hashes))))
 	return 0
 }
-
-func (h *hashDirHandle) Releasedir(ctx context.Context, flags uint32) {
-	if h.ds != nil {
-		h.ds.Close()
-	}
-}
-
-// hashStream yields directory entries from a sorted list of hashes, one
-// name at a time, so the list is the only memory a listing holds.
-type hashStream struct {
-	hashes []store.Hash
-	i      int
-}
-
-func (s *hashStream) HasNext() bool { return s.i < len(s.hashes) }
-func (s *hashStream) Next() (fuse.DirEntry, syscall.Errno) {
-	h := s.hashes[s.i]
-	s.i++
-	return fuse.DirEntry{Name: h.String(), Mode: syscall.S_IFREG, Ino: blobIno(h)}, 0
-}
-func (s *hashStream) Close() {}
 
 var _ = (fusefs.NodeGetattrer)((*byHashDir)(nil))
 
