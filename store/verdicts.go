@@ -176,45 +176,50 @@ func (vc *verdictCache) put(h Hash, v verdict) {
 // log since this one read it are lost; those blobs are hashed again.
 // Locked.
 func (vc *verdictCache) compact() {
+	if err := vc.rewriteLog(); err != nil {
+		vc.log.Warn("cannot compact the log of verified blobs", "err", err)
+	}
+}
+
+// rewriteLog does compact's work; it returns nil also when it leaves the
+// work to another process.
+func (vc *verdictCache) rewriteLog() error {
 	tmp := vc.path + ".compact"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
 	if err != nil {
-		vc.log.Warn("cannot compact the log of verified blobs", "err", err)
-		return
+		return err
 	}
 	defer f.Close()
 	// Another process compacting at the same moment holds the lock: leave
 	// it to that one.
 	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
-		return
+		return nil
 	}
 	// And a file it renamed into the log since this one opened it is the
 	// log now, not to be truncated.
 	var held, named syscall.Stat_t
 	if syscall.Fstat(int(f.Fd()), &held) != nil || syscall.Stat(tmp, &named) != nil || held.Ino != named.Ino {
-		return
+		return nil
 	}
 	if err := f.Truncate(0); err != nil {
-		vc.log.Warn("cannot compact the log of verified blobs", "err", err)
-		return
+		return err
 	}
 	w := bufio.NewWriter(f)
 	for h, v := range vc.m {
 		w.Write(formatVerdict(h, v))
 	}
-	err = w.Flush()
-	if err == nil {
-		err = os.Rename(tmp, vc.path)
+	if err := w.Flush(); err != nil {
+		return err
 	}
-	if err != nil {
-		vc.log.Warn("cannot compact the log of verified blobs", "err", err)
-		return
+	if err := os.Rename(tmp, vc.path); err != nil {
+		return err
 	}
 	if vc.out != nil {
 		vc.out.Close()
 		vc.out = nil // reopened at the next record: the new log
 	}
 	vc.lines = len(vc.m)
+	return nil
 }
 
 func formatVerdict(h Hash, v verdict) []byte {
