@@ -362,23 +362,35 @@ func checkOverlap(dir, mnt string) error {
 }
 
 // mountType returns the file system type mounted at p, from
-// /proc/self/mounts, or "".
+// /proc/self/mountinfo, or "".
 func mountType(p string) string {
-	b, err := os.ReadFile("/proc/self/mounts")
-	if err != nil {
-		return ""
-	}
-	t := ""
-	for line := range strings.SplitSeq(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 3 && unescapeMount(f[1]) == p {
-			t = f[2] // the last mount at p is the one in effect
-		}
-	}
+	t, _ := lastMount(p)
 	return t
 }
 
-// unescapeMount undoes the octal escapes of /proc/mounts (\040 for space).
+// lastMount returns the file system type of the mount in effect at p (the
+// last one there in /proc/self/mountinfo) and its device, major:minor;
+// "" when nothing is mounted at p.
+func lastMount(p string) (fstype, dev string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", ""
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		// id parent major:minor root mountpoint options... - fstype source ...
+		f := strings.Fields(line)
+		if len(f) < 5 || unescapeMount(f[4]) != p {
+			continue
+		}
+		fstype, dev = "", f[2]
+		if sep := slices.Index(f, "-"); sep >= 0 && sep+1 < len(f) {
+			fstype = f[sep+1]
+		}
+	}
+	return fstype, dev
+}
+
+// unescapeMount undoes the octal escapes of the mount tables (\040 for space).
 func unescapeMount(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
@@ -457,30 +469,13 @@ func abort(p string) error {
 // number of the mount, always of major 0 for FUSE (fuseblk aside, which
 // this refuses).
 func fuseConnection(p string) (uint64, bool) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
+	t, dev := lastMount(p)
+	if t != "fuse" && !strings.HasPrefix(t, "fuse.") {
 		return 0, false
 	}
-	var conn uint64
-	found := false
-	for line := range strings.SplitSeq(string(b), "\n") {
-		// id parent major:minor root mountpoint options... - fstype source ...
-		f := strings.Fields(line)
-		if len(f) < 5 || unescapeMount(f[4]) != p {
-			continue
-		}
-		found = false // the last mount at p is the one in effect
-		sep := slices.Index(f, "-")
-		if sep < 0 || sep+1 >= len(f) || (f[sep+1] != "fuse" && !strings.HasPrefix(f[sep+1], "fuse.")) {
-			continue
-		}
-		major, minor, ok := strings.Cut(f[2], ":")
-		v, err := strconv.ParseUint(minor, 10, 32)
-		if ok && major == "0" && err == nil {
-			conn, found = v, true
-		}
-	}
-	return conn, found
+	major, minor, ok := strings.Cut(dev, ":")
+	v, err := strconv.ParseUint(minor, 10, 32)
+	return v, ok && major == "0" && err == nil
 }
 
 // detach lazily unmounts p: it works on a stale mount whose server is gone.
