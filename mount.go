@@ -237,6 +237,9 @@ func serve(c *cli.Context, mnt, dir string) (err error) {
 		AllowOther: c.Bool("allow-other"),
 		Debug:      c.Bool("debug"),
 		Stats:      stats,
+		// One P serves metadata round trips best (fs.procs); a
+		// GOMAXPROCS the user set is theirs.
+		OneProc: os.Getenv("GOMAXPROCS") == "",
 	})
 	if err != nil {
 		return fmt.Errorf("mounting %s: %w", mnt, err)
