@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"sync"
 
 	"github.com/pjbgf/sha1cd"
 )
@@ -81,10 +82,17 @@ func Sum(b []byte) (Hash, error) {
 	return h.Sum()
 }
 
+// hashBufs are HashReader's buffers: a blob verified on its first read is
+// usually small, and a fresh megabyte for each cost more than its hashing
+// (a first walk of a 20,000-event chain spent its time zeroing them).
+var hashBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
 // HashReader hashes everything r yields.
 func HashReader(r io.Reader) (Hash, int64, error) {
 	h := NewHasher()
-	n, err := io.CopyBuffer(h, r, make([]byte, 1<<20))
+	buf := hashBufs.Get().(*[]byte)
+	defer hashBufs.Put(buf)
+	n, err := io.CopyBuffer(h, r, *buf)
 	if err != nil {
 		return Hash{}, n, fmt.Errorf("hashing: %w", err)
 	}
