@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -194,14 +195,15 @@ func (d *chainDir) chain(ctx context.Context) ([]store.Hash, syscall.Errno) {
 	if d.events != nil && d.head == h {
 		return d.events, 0
 	}
-	links, broken := d.fs.st.WalkChain(ctx, h, 0)
+	var events []store.Hash // newest first, then turned around
+	broken := d.fs.st.VisitChain(ctx, h, func(l store.ChainLink) bool {
+		events = append(events, l.Hash)
+		return true
+	})
 	if broken != nil {
 		d.fs.log.Warn("actor chain is broken; listing ends there", "actor", d.id, "reason", broken)
 	}
-	events := make([]store.Hash, len(links))
-	for i, l := range links {
-		events[len(links)-1-i] = l.Hash
-	}
+	slices.Reverse(events)
 	d.head, d.events = h, events
 	return events, 0
 }
@@ -216,18 +218,30 @@ func (d *chainDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno
 	if en != 0 {
 		return nil, en
 	}
-	out := make([]fuse.DirEntry, len(events))
-	for i, h := range events {
-		out[i] = fuse.DirEntry{Name: chainEntryName(i+1, h), Mode: syscall.S_IFREG, Ino: blobIno(h)}
-	}
-	return fusefs.NewListDirStream(out), 0
+	return &chainStream{events: events}, 0
 }
+
+// chainStream lists a chain's events as <seq>-<hash>, one at a time.
+type chainStream struct {
+	events []store.Hash
+	next   int
+}
+
+func (s *chainStream) HasNext() bool { return s.next < len(s.events) }
+
+func (s *chainStream) Next() (fuse.DirEntry, syscall.Errno) {
+	h := s.events[s.next]
+	s.next++
+	return fuse.DirEntry{Name: chainEntryName(s.next, h), Mode: syscall.S_IFREG, Ino: blobIno(h)}, 0
+}
+
+func (s *chainStream) Close() {}
 
 var _ = (fusefs.NodeLookuper)((*chainDir)(nil))
 
 func (d *chainDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	ctx = quick(ctx)
-	_, hashStr, ok := strings.Cut(name, "-")
+	seqStr, hashStr, ok := strings.Cut(name, "-")
 	if !ok || !store.IsHashName(hashStr) {
 		return nil, syscall.ENOENT
 	}
@@ -235,8 +249,9 @@ func (d *chainDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	if en != 0 {
 		return nil, en
 	}
-	for i, h := range events {
-		if chainEntryName(i+1, h) == name {
+	// <seq>-<hash>: the seq says where to look.
+	if seq, err := strconv.Atoi(seqStr); err == nil && seq >= 1 && seq <= len(events) {
+		if h := events[seq-1]; chainEntryName(seq, h) == name {
 			return d.fs.blobInode(ctx, &d.Inode, h, out)
 		}
 	}

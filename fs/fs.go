@@ -40,7 +40,7 @@ type Store interface {
 	RenameLabel(ctx context.Context, from, to string) error
 	MakeNamespace(ctx context.Context, name string) error
 	RemoveNamespace(ctx context.Context, name string) error
-	WalkChain(ctx context.Context, head store.Hash, limit int) ([]store.ChainLink, error)
+	VisitChain(ctx context.Context, head store.Hash, visit func(store.ChainLink) bool) error
 	Watch() (*store.Watcher, error)
 }
 

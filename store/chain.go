@@ -113,29 +113,38 @@ type ChainLink struct {
 // as broken (nil for a chain that reaches its root) alongside what was
 // walked. At most limit events are walked (0 = no limit).
 func (s *Store) WalkChain(ctx context.Context, head Hash, limit int) (links []ChainLink, broken error) {
-	seen := map[Hash]bool{}
+	broken = s.VisitChain(ctx, head, func(l ChainLink) bool {
+		links = append(links, l)
+		return limit <= 0 || len(links) < limit
+	})
+	return links, broken
+}
+
+// VisitChain walks as WalkChain does, handing each event to visit as it
+// is read, newest first, and holding none: a chain of any length costs
+// the walk only the hashes it has seen. It stops where visit returns
+// false, and returns why the chain ended early (nil at its root or where
+// visit stopped it).
+func (s *Store) VisitChain(ctx context.Context, head Hash, visit func(ChainLink) bool) (broken error) {
+	seen := map[Hash]struct{}{}
 	for h := head; ; {
 		if err := ctx.Err(); err != nil {
-			return links, err
+			return err
 		}
-		if seen[h] {
-			return links, fmt.Errorf("cycle: event %s already seen", h)
+		if _, ok := seen[h]; ok {
+			return fmt.Errorf("cycle: event %s already seen", h)
 		}
-		seen[h] = true
+		seen[h] = struct{}{}
 		b, err := s.Get(ctx, h)
 		if err != nil {
-			return links, fmt.Errorf("event %s: %w", h, err)
+			return fmt.Errorf("event %s: %w", h, err)
 		}
 		ev, err := ParseChainEvent(b)
 		if err != nil {
-			return links, fmt.Errorf("event %s: %w", h, err)
+			return fmt.Errorf("event %s: %w", h, err)
 		}
-		links = append(links, ChainLink{Hash: h, Event: ev})
-		if ev.Parent == nil {
-			return links, nil
-		}
-		if limit > 0 && len(links) >= limit {
-			return links, nil
+		if !visit(ChainLink{Hash: h, Event: ev}) || ev.Parent == nil {
+			return nil
 		}
 		h = *ev.Parent
 	}
