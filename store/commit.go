@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -209,6 +210,41 @@ func (s *Store) statBlob(c *commit) blobStat {
 	return blobStat{fi, err}
 }
 
+// verifyExisting verifies the blob already stored under h, if there is
+// one: storing content again must not deduplicate it into a blob that does
+// not hash to its name (SPEC: dedup does not trust the name alone). The
+// writer calls it before its commit, so the hashing is done outside the
+// owner, whose dedup then finds the verdict.
+func (s *Store) verifyExisting(ctx context.Context, h Hash) error {
+	f, _, err := s.Open(ctx, h)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil
+	case err != nil:
+		return s.corruptHint(h, err)
+	}
+	return f.Close()
+}
+
+// verifyInPlace verifies the blob under h on the owner, which costs no
+// hashing when its verdict is known (verifyExisting found it).
+func (s *Store) verifyInPlace(h Hash) error {
+	f, fi, err := s.openBlob(h)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return s.corruptHint(h, s.verify(context.Background(), h, f, fi))
+}
+
+// corruptHint adds to a corrupt blob's error what to do about it.
+func (s *Store) corruptHint(h Hash, err error) error {
+	if errors.Is(err, ErrCorrupt) {
+		return blobErr(h, fmt.Errorf("%w: data/%s does not hash to its name; remove it, then store again", ErrCorrupt, h))
+	}
+	return err
+}
+
 // placeBlob renames the spool into data/, unless the blob is there already
 // (st says what data/ held under its name).
 func (s *Store) placeBlob(c *commit, st blobStat) error {
@@ -220,14 +256,22 @@ func (s *Store) placeBlob(c *commit, st blobStat) error {
 			return blobErr(c.sum, fmt.Errorf("%w: data/%s is not a regular file", ErrCorrupt, name))
 		}
 		if fi.Size() != c.size {
-			return blobErr(c.sum, fmt.Errorf("%w: existing blob has %d bytes, content has %d", ErrCorrupt, fi.Size(), c.size))
+			return blobErr(c.sum, fmt.Errorf("%w: existing blob has %d bytes, content has %d; remove data/%s, then store again", ErrCorrupt, fi.Size(), c.size, name))
+		}
+		// The writer verified it (verifyExisting); one put there since
+		// is verified now, on the owner.
+		if err := s.verifyInPlace(c.sum); err != nil {
+			return err
 		}
 		// Dedup. Refresh the mtime so gc's grace period protects a blob
-		// that is being stored again, about to be labelled.
+		// that is being stored again, about to be labelled, and keep its
+		// verdict for the new times.
 		s.noteFound(c.sum, fi)
 		now := time.Now()
 		if err := s.data.Chtimes(name, now, now); err != nil {
 			s.log.Warn("cannot refresh mtime of existing blob", "hash", name, "err", err)
+		} else if fi, err := s.data.Lstat(name); err == nil {
+			s.verdicts.record(c.sum, fi, true)
 		}
 		s.removeTemp(c.tmp)
 		return nil

@@ -376,6 +376,61 @@ func TestVerifyIgnoresVerdictCache(t *testing.T) {
 	wantErr(t, "Get after Verify", err, store.ErrCorrupt)
 }
 
+// A blob of the right size whose bytes were changed is not taken for the
+// content stored again: Store and PutAtLabel report it as corrupt, the
+// label is not written, and the blob is left as it was. A blob Theater
+// wrote whole is deduplicated without being rewritten.
+func TestStoreSameSizeCorrupt(t *testing.T) {
+	s, dir := newStore(t)
+	content := []byte("precious data\n")
+	h := mustStore(t, s, string(content))
+	bogus := []byte("PRECIOUS DATA\n")
+	if err := os.WriteFile(blobPath(dir, h), bogus, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ino := inode(t, blobPath(dir, h))
+
+	_, err := s.Store(bg, content)
+	wantErr(t, "Store over a corrupt blob of the same size", err, store.ErrCorrupt)
+	if !strings.Contains(err.Error(), "remove it") {
+		t.Errorf("error %q does not say what to do", err)
+	}
+	_, err = s.PutAtLabel(bg, "keep", content)
+	wantErr(t, "PutAtLabel over a corrupt blob of the same size", err, store.ErrCorrupt)
+	if labelFileExists(dir, "keep") {
+		t.Fatal("label written for content that was not stored")
+	}
+	if b, _ := os.ReadFile(blobPath(dir, h)); !bytes.Equal(b, bogus) || inode(t, blobPath(dir, h)) != ino {
+		t.Fatal("the existing blob was touched")
+	}
+
+	// Once the bad blob is removed, storing again works.
+	if err := os.Remove(blobPath(dir, h)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutAtLabel(bg, "keep", content); err != nil {
+		t.Fatal(err)
+	}
+	wantRefs(t, s, "keep", h)
+
+	// A whole blob written beside the store (as Theater does): verified,
+	// then deduplicated in place.
+	other := []byte("written by Theater")
+	ho := sha(other)
+	if err := os.WriteFile(blobPath(dir, ho), other, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ino = inode(t, blobPath(dir, ho))
+	for range 2 {
+		if _, err := s.PutAtLabel(bg, "theirs", other); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := inode(t, blobPath(dir, ho)); got != ino {
+		t.Fatalf("a whole blob was rewritten: inode %d, was %d", got, ino)
+	}
+}
+
 func TestStoreSizeMismatch(t *testing.T) {
 	s, dir := newStore(t)
 	content := []byte("the real content")

@@ -272,6 +272,9 @@ func (sp *Spool) Commit(ctx context.Context, label string, mode LabelMode) (Hash
 	if err != nil {
 		return sum, &Error{Op: "store", Name: sum.String(), Err: err}
 	}
+	if err := sp.s.verifyExisting(ctx, sum); err != nil {
+		return sum, err
+	}
 	// The content is made durable before the owner takes the commit: a
 	// large spool here, in parallel with other writers; small ones by the
 	// syncer, many with one flush (see syncer.go). With NoGroupCommit the
