@@ -57,6 +57,19 @@ func (d *labelDir) child(name string) (string, syscall.Errno) {
 	return full, 0
 }
 
+var (
+	_ = (fusefs.NodeSetxattrer)((*labelDir)(nil))
+	_ = (fusefs.NodeRemovexattrer)((*labelDir)(nil))
+)
+
+func (d *labelDir) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return d.fs.noXattrs()
+}
+
+func (d *labelDir) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return d.fs.noXattrs()
+}
+
 var _ = (fusefs.NodeLookuper)((*labelDir)(nil))
 
 func (d *labelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {

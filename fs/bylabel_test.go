@@ -961,6 +961,18 @@ func TestLabelXattr(t *testing.T) {
 	_, err = unix.Listxattr(p, make([]byte, 3))
 	wantErrno(t, "Listxattr into a small buffer", err, syscall.ERANGE)
 
+	// Labels and their directories keep no attributes: ENOTSUP, which
+	// cp -a and rsync -X pass over, for files and directories alike.
+	if err := os.Mkdir(m.label("team"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{p, m.label("team"), m.path("by-label")} {
+		for _, attr := range []string{"user.x", "trusted.x"} {
+			wantErrno(t, "Setxattr("+attr+") on "+target, unix.Setxattr(target, attr, []byte("1"), 0), syscall.ENOTSUP)
+			wantErrno(t, "Removexattr("+attr+") on "+target, unix.Removexattr(target, attr), syscall.ENOTSUP)
+		}
+	}
+
 	// A single-ref label written through the mount.
 	writeFile(t, m.label("one"), "only")
 	n, err = unix.Getxattr(m.label("one"), xattrRefs, buf)

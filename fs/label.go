@@ -455,20 +455,12 @@ func (n *labelNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall
 	return xattrReply(xattrNames(xattrHash, xattrRefs), dest)
 }
 
-// Setxattr: a label keeps no attributes. ENOTSUP lets cp -a and rsync -X
-// carry on without them.
 func (n *labelNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	if n.fs.readOnly {
-		return syscall.EROFS
-	}
-	return syscall.ENOTSUP
+	return n.fs.noXattrs()
 }
 
 func (n *labelNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	if n.fs.readOnly {
-		return syscall.EROFS
-	}
-	return syscall.ENOTSUP
+	return n.fs.noXattrs()
 }
 
 // labelHandle is an open label. Reads come from the blob the label named

@@ -31,6 +31,17 @@ func xattrNames(names ...string) []byte {
 	return []byte(strings.Join(names, "\x00") + "\x00")
 }
 
+// noXattrs answers setxattr and removexattr on labels and their
+// directories, which keep no attributes: ENOTSUP lets cp -a and rsync -X
+// carry on without them (ENODATA, go-fuse's default, fails cp -a of a
+// directory).
+func (f *fsys) noXattrs() syscall.Errno {
+	if f.readOnly {
+		return syscall.EROFS
+	}
+	return syscall.ENOTSUP
+}
+
 func refsValue(refs []store.Hash) []byte {
 	var b []byte
 	for _, h := range refs {

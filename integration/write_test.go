@@ -255,6 +255,15 @@ func TestWriteNamespaces(t *testing.T) {
 	// A label cannot nest under a label.
 	shFails(t, mnt, "mkdir by-label/ns/sub/f/deeper", "Not a directory")
 
+	// cp -a of a directory: the mount keeps no ACLs or xattrs, and says
+	// so in a way cp passes over.
+	src := t.TempDir()
+	mustSh(t, src, "mkdir -p tree/d && echo a > tree/d/a && echo b > tree/b")
+	mustSh(t, mnt, "cp -a "+src+"/tree by-label/ns/copied")
+	wantLabelContent(t, mnt, store, "ns/copied/d/a", []byte("a\n"))
+	wantLabelContent(t, mnt, store, "ns/copied/b", []byte("b\n"))
+	mustSh(t, mnt, "rm -r by-label/ns/copied")
+
 	mustSh(t, mnt, "rm by-label/ns/sub/f")
 	if got := statFile(t, mnt, "%F", "by-label/ns/sub"); got != "directory" {
 		t.Errorf("by-label/ns/sub after removing its label: %q, want it still a directory", got)
