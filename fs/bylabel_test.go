@@ -1332,3 +1332,29 @@ func isTruncatedVersion(versions map[string]bool, b []byte) bool {
 	}
 	return false
 }
+
+// TestStatfsShowsStoreDisk: df on the mount shows the file system that
+// holds the store, at any path in it, so tools that check for room before
+// writing find it.
+func TestStatfsShowsStoreDisk(t *testing.T) {
+	t.Parallel()
+	m := mountStore(t, MountOptions{})
+	writeFile(t, m.label("x"), "content")
+	var want syscall.Statfs_t
+	if err := syscall.Statfs(m.dir, &want); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{m.mnt, m.label("x"), m.path("by-hash")} {
+		var got syscall.Statfs_t
+		if err := syscall.Statfs(p, &got); err != nil {
+			t.Fatalf("statfs %s: %v", p, err)
+		}
+		if got.Blocks != want.Blocks || got.Bsize != want.Bsize || got.Files != want.Files {
+			t.Errorf("statfs %s: %d blocks of %d, %d inodes; the store's disk has %d of %d, %d",
+				p, got.Blocks, got.Bsize, got.Files, want.Blocks, want.Bsize, want.Files)
+		}
+		if got.Bavail == 0 || got.Bavail > want.Blocks {
+			t.Errorf("statfs %s: %d blocks available of %d", p, got.Bavail, want.Blocks)
+		}
+	}
+}

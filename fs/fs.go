@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -42,6 +43,7 @@ type Store interface {
 	RemoveNamespace(ctx context.Context, name string) error
 	VisitChain(ctx context.Context, head store.Hash, visit func(store.ChainLink) bool) error
 	Watch() (*store.Watcher, error)
+	Dir() string
 }
 
 var _ Store = (*store.Store)(nil)
@@ -189,6 +191,24 @@ type MountOptions struct {
 	setProcs func(int) int // tests: watches what OneProc would set
 }
 
+// storeStatfs answers statfs (df) for every file of the mount from the
+// file system that holds the store: its size, free space and free inodes,
+// so that tools which check for room before they write find the room
+// there is.
+type storeStatfs struct {
+	fuse.RawFileSystem
+	dir string
+}
+
+func (s storeStatfs) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.dir, &st); err != nil {
+		return fuse.ToStatus(err)
+	}
+	out.FromStatfsT(&st)
+	return fuse.OK
+}
+
 // Mount serves st at dir until the returned server is unmounted.
 func Mount(dir string, st Store, mo MountOptions) (*fuse.Server, error) {
 	srv, _, err := mount(dir, st, mo)
@@ -262,7 +282,7 @@ func mount(dir string, st Store, mo MountOptions) (*fuse.Server, *rootNode, erro
 	if mo.Debug {
 		debugLog = root.fs.log
 	}
-	raw := newStatsFS(userOnly{fusefs.NewNodeFS(root, opts)}, mo.Stats, debugLog)
+	raw := newStatsFS(storeStatfs{userOnly{fusefs.NewNodeFS(root, opts)}, st.Dir()}, mo.Stats, debugLog)
 	server, err := fuse.NewServer(raw, dir, &opts.MountOptions)
 	if err != nil {
 		w.Close()
