@@ -151,6 +151,8 @@ func writeMetrics(out io.Writer, snap fs.StatsSnapshot, started time.Time) error
 	}
 	family("theater_storefs_uptime_seconds", "gauge", "Seconds since the mount started.")
 	fmt.Fprintf(w, "theater_storefs_uptime_seconds %s\n", num(snap.UptimeSeconds))
+	family("theater_storefs_gomaxprocs", "gauge", "CPUs running the server's Go code now (one while it mostly waits).")
+	fmt.Fprintf(w, "theater_storefs_gomaxprocs %d\n", snap.GOMAXPROCS)
 	family("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch in seconds.")
 	fmt.Fprintf(w, "process_start_time_seconds %s\n", num(float64(started.UnixNano())/1e9))
 	return w.Flush()

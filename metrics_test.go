@@ -46,6 +46,8 @@ func TestMetricsEndpoint(t *testing.T) {
 		"# TYPE theater_storefs_op_max_seconds gauge",
 		"# TYPE theater_storefs_uptime_seconds gauge",
 		"theater_storefs_uptime_seconds ",
+		"# TYPE theater_storefs_gomaxprocs gauge",
+		"theater_storefs_gomaxprocs ",
 		"# TYPE process_start_time_seconds gauge",
 	} {
 		if !strings.Contains(text, want) {
@@ -108,6 +110,7 @@ func checkExposition(t *testing.T, text string) {
 func TestWriteMetrics(t *testing.T) {
 	snap := fs.StatsSnapshot{
 		UptimeSeconds:          12.5,
+		GOMAXPROCS:             1,
 		HistogramBoundsSeconds: []float64{1e-5, 1e-3},
 		Ops: map[string]fs.OpStats{
 			"lookup": {Count: 6, Errors: 3, TotalSeconds: 0.25, MaxSeconds: 0.2, Histogram: []uint64{1, 2, 3},
@@ -133,6 +136,7 @@ func TestWriteMetrics(t *testing.T) {
 		`theater_storefs_op_max_seconds{op="lookup"} 0.2`,
 		`theater_storefs_ops_total{op="read"} 0`,
 		"theater_storefs_uptime_seconds 12.5",
+		"theater_storefs_gomaxprocs 1",
 		"process_start_time_seconds 1.7000000005e+09",
 	} {
 		if !strings.Contains(text, want+"\n") {

@@ -239,7 +239,7 @@ func serve(c *cli.Context, mnt, dir string) (err error) {
 		Stats:      stats,
 		// One P serves metadata round trips best (fs.procs); a
 		// GOMAXPROCS the user set is theirs.
-		OneProc: os.Getenv("GOMAXPROCS") == "",
+		AdaptiveProcs: !userSetProcs(),
 	})
 	if err != nil {
 		return fmt.Errorf("mounting %s: %w", mnt, err)
@@ -542,4 +542,11 @@ func cmdUnmount(c *cli.Context) error {
 		return fmt.Errorf("unmounting %s: %w", mnt, err)
 	}
 	return nil
+}
+
+// userSetProcs reports whether GOMAXPROCS is set to a value the runtime
+// takes (a positive number); it ignores any other.
+func userSetProcs() bool {
+	n, err := strconv.Atoi(os.Getenv("GOMAXPROCS"))
+	return err == nil && n > 0
 }

@@ -80,8 +80,6 @@ type fsys struct {
 	// Release for files still open when the mount goes away.
 	open sync.Map // fusefs.FileReleaser -> struct{}
 
-	procs *procs // the Ps the server runs on; nil leaves them alone
-
 	stale   moments[uint32] // processes whose label open just got ESTALE
 	writers moments[string] // labels a writer sent away from a sealed node is walking to
 }
@@ -183,12 +181,12 @@ type MountOptions struct {
 	// Stats receives the mount's operation counters, which .theater/stats
 	// shows; a fresh one when nil.
 	Stats *Stats
-	// OneProc runs the process's Go code on one CPU except while the
-	// server is busy (see procs). It sets GOMAXPROCS for the whole
+	// AdaptiveProcs runs the process's Go code on one CPU except while
+	// the server is busy (see procs). It sets GOMAXPROCS for the whole
 	// process: for a server process of its own, as the mount command is.
-	OneProc bool
+	AdaptiveProcs bool
 
-	setProcs func(int) int // tests: watches what OneProc would set
+	setProcs func(int) // tests: watches what AdaptiveProcs would set
 }
 
 // storeStatfs answers statfs (df) for every file of the mount from the
@@ -269,13 +267,6 @@ func mount(dir string, st Store, mo MountOptions) (*fuse.Server, *rootNode, erro
 		mo.Stats = NewStats()
 	}
 	root.stats = mo.Stats // before NewNodeFS, which calls OnAdd
-	if mo.OneProc {
-		// Before NewServer, which sizes its reader pool by GOMAXPROCS:
-		// it keeps its minimum of two readers either way.
-		if root.fs.procs = newProcs(mo.setProcs); root.fs.procs != nil {
-			root.fs.procs.log = root.fs.log
-		}
-	}
 	// With Debug, statsFS logs each request through slog with its
 	// latency; go-fuse's own request dump (MountOptions.Debug) stays off.
 	var debugLog *slog.Logger
@@ -286,7 +277,6 @@ func mount(dir string, st Store, mo MountOptions) (*fuse.Server, *rootNode, erro
 	server, err := fuse.NewServer(raw, dir, &opts.MountOptions)
 	if err != nil {
 		w.Close()
-		root.fs.procs.restore()
 		return nil, nil, err
 	}
 	go server.Serve()
@@ -294,13 +284,19 @@ func mount(dir string, st Store, mo MountOptions) (*fuse.Server, *rootNode, erro
 		// As fusefs.Mount: the serve loop ends by itself when the
 		// mount failed.
 		w.Close()
-		root.fs.procs.restore()
 		return nil, nil, err
 	}
 	go root.follow(w)
 	stop := make(chan struct{})
 	go root.byHash.Operations().(*byHashDir).trim(stop)
-	go root.fs.procs.run(stop)
+	if mo.AdaptiveProcs {
+		// After NewServer, which sizes its pool of readers by
+		// GOMAXPROCS.
+		if p := newProcs(mo.setProcs); p != nil {
+			p.log = root.fs.log
+			go p.run(stop, procTick)
+		}
+	}
 	go func() {
 		server.Wait()
 		close(stop)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -154,6 +155,9 @@ func (s *Stats) record(o op, d time.Duration, status fuse.Status) {
 type StatsSnapshot struct {
 	// UptimeSeconds is the time since the mount started.
 	UptimeSeconds float64 `json:"uptime_seconds"`
+	// GOMAXPROCS is how many CPUs run the server's Go code now: one
+	// while it mostly waits, more while it is busy (see procs).
+	GOMAXPROCS int `json:"gomaxprocs"`
 	// HistogramBoundsSeconds are the upper bounds of OpStats.Histogram's
 	// buckets; the histogram has one bucket more, for everything slower.
 	HistogramBoundsSeconds []float64 `json:"histogram_bounds_seconds"`
@@ -181,6 +185,7 @@ type OpStats struct {
 func (s *Stats) Snapshot() StatsSnapshot {
 	snap := StatsSnapshot{
 		UptimeSeconds:          time.Since(s.started).Seconds(),
+		GOMAXPROCS:             runtime.GOMAXPROCS(0),
 		HistogramBoundsSeconds: append([]float64(nil), histogramBounds[:]...),
 		Ops:                    make(map[string]OpStats, numOps),
 	}
@@ -223,8 +228,8 @@ func (snap StatsSnapshot) JSON() []byte {
 		return b
 	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "{\"uptime_seconds\":%s,\n\"histogram_bounds_seconds\":%s,\n\"ops\":{",
-		mustJSON(snap.UptimeSeconds), mustJSON(snap.HistogramBoundsSeconds))
+	fmt.Fprintf(&b, "{\"uptime_seconds\":%s,\n\"gomaxprocs\":%d,\n\"histogram_bounds_seconds\":%s,\n\"ops\":{",
+		mustJSON(snap.UptimeSeconds), snap.GOMAXPROCS, mustJSON(snap.HistogramBoundsSeconds))
 	for i, name := range slices.Sorted(maps.Keys(snap.Ops)) {
 		if i > 0 {
 			b.WriteByte(',')

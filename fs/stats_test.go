@@ -80,7 +80,7 @@ func TestStatsJSON(t *testing.T) {
 	if err := json.Unmarshal(s.Snapshot().JSON(), &doc); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"uptime_seconds", "histogram_bounds_seconds", "ops"} {
+	for _, k := range []string{"uptime_seconds", "gomaxprocs", "histogram_bounds_seconds", "ops"} {
 		if _, ok := doc[k]; !ok {
 			t.Errorf("no %q in %v", k, doc)
 		}
