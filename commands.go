@@ -498,7 +498,11 @@ func cmdFsck(c *cli.Context) error {
 		for _, p := range rep.Problems {
 			fmt.Fprintln(c.App.Writer, p)
 		}
-		fmt.Fprintf(c.App.ErrWriter, "checked %d blobs and %d labels: %d problems\n", rep.Blobs, rep.Labels, len(rep.Problems))
+		problems := "problems"
+		if len(rep.Problems) == 1 {
+			problems = "problem"
+		}
+		fmt.Fprintf(c.App.ErrWriter, "checked %d blobs and %d labels: %d %s\n", rep.Blobs, rep.Labels, len(rep.Problems), problems)
 	}
 	if len(rep.Problems) > 0 {
 		return fmt.Errorf("%w: %d found", errProblems, len(rep.Problems))

@@ -1063,6 +1063,16 @@ func TestLabelMissingBlob(t *testing.T) {
 	// Replacing it through the mount repairs it.
 	writeFile(t, m.label("ghost"), "repaired")
 	m.wantLabel("ghost", "repaired")
+
+	// A label file with no line that is a hash reads as EIO too, not as
+	// an empty file, and a write repairs it.
+	if err := os.WriteFile(filepath.Join(dir, store.LabelsDir, "garbage"), []byte("this is not a hash\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = os.ReadFile(m.label("garbage"))
+	wantErrno(t, "reading a label with no hash in it", err, syscall.EIO)
+	writeFile(t, m.label("garbage"), "repaired")
+	m.wantLabel("garbage", "repaired")
 }
 
 // TestLabelNameTooLong: a name the store refuses for its length is

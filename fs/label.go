@@ -236,6 +236,12 @@ func (n *labelNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 	var base *os.File
 	var baseSize int64
 	truncate := flags&syscall.O_TRUNC != 0
+	if err := li.Corrupt(name); err != nil && !truncate {
+		// Lines but no ref: no content to show or to start from, as
+		// for a label whose blob is missing. Writing it anew repairs it.
+		n.fs.log.Error("label holds no ref", "label", name, "err", err)
+		return nil, 0, syscall.EIO
+	}
 	if hasHead && !truncate {
 		f, bi, err := n.fs.st.Open(ctx, head)
 		if err != nil {

@@ -121,6 +121,23 @@ func TestGarbageLabelLines(t *testing.T) {
 		t.Fatalf("StatLabel = %v, %v", li.Refs, err)
 	}
 
+	if li.Bad != 1 || li.Corrupt("g") != nil {
+		t.Fatalf("StatLabel: %d bad lines, Corrupt %v; want 1, nil", li.Bad, li.Corrupt("g"))
+	}
+
+	// A label with no line that is a hash has no refs to give: corrupt,
+	// not empty.
+	if err := os.WriteFile(filepath.Join(dir, store.LabelsDir, "nothing"), []byte("this is not a hash\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.GetByLabel(bg, "nothing")
+	wantErr(t, "GetByLabel of a label with no hash", err, store.ErrCorrupt)
+	_, err = s.ResolveLabel(bg, "nothing")
+	wantErr(t, "ResolveLabel of a label with no hash", err, store.ErrCorrupt)
+	if li, err := s.StatLabel(bg, "nothing"); err != nil || li.Bad != 1 || !errors.Is(li.Corrupt("nothing"), store.ErrCorrupt) {
+		t.Fatalf("StatLabel of a label with no hash = %+v, %v; want 1 bad line and Corrupt", li, err)
+	}
+
 	// Changes that would rewrite the file, dropping the garbage silently,
 	// are refused.
 	wantErr(t, "Label", s.Label(bg, "g", h3), store.ErrCorrupt)

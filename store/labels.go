@@ -67,7 +67,7 @@ func (s *Store) readLabel(name string) (refs []Hash, bad int, err error) {
 func (s *Store) readLabelStrict(name string) ([]Hash, error) {
 	refs, bad, err := s.readLabel(name)
 	if err == nil && bad > 0 {
-		err = labelErr(name, fmt.Errorf("%w: %d lines are not hashes; replace the label to repair it", ErrCorrupt, bad))
+		err = labelErr(name, fmt.Errorf("%w: %s; replace the label to repair it", ErrCorrupt, notHashes(bad)))
 	}
 	return refs, err
 }
@@ -143,12 +143,30 @@ func (s *Store) ReplaceAtLabel(ctx context.Context, name string, h Hash) error {
 	})
 }
 
-// GetByLabel returns a label's refs, oldest first.
+// GetByLabel returns a label's refs, oldest first. A label with lines
+// that are not hashes gives the refs among them (a torn append by Theater
+// leaves the refs before it whole), or ErrCorrupt if there is none.
 func (s *Store) GetByLabel(ctx context.Context, name string) ([]Hash, error) {
 	return call(ctx, s, func() ([]Hash, error) {
-		refs, _, err := s.readLabel(name)
+		refs, bad, err := s.readLabel(name)
+		if err == nil && len(refs) == 0 && bad > 0 {
+			err = noRefsIn(name, bad)
+		}
 		return refs, err
 	})
+}
+
+// noRefsIn is the error of a label none of whose bad lines is a hash.
+func noRefsIn(name string, bad int) error {
+	return labelErr(name, fmt.Errorf("%w: it holds no hash, only %s; replace the label to repair it", ErrCorrupt, notHashes(bad)))
+}
+
+// notHashes says how many lines of a label are not hashes.
+func notHashes(n int) string {
+	if n == 1 {
+		return "1 line that is not a hash"
+	}
+	return fmt.Sprintf("%d lines that are not hashes", n)
 }
 
 // RemoveLabel deletes a label. Its blobs stay until garbage collection.
@@ -387,6 +405,16 @@ func (s *Store) ListLabels(ctx context.Context) ([]string, error) {
 type LabelInfo struct {
 	Refs    []Hash
 	ModTime time.Time
+	Bad     int // lines of the label file that are not hashes, skipped
+}
+
+// Corrupt is the error of a label that holds lines but no ref (nil if it
+// holds a ref, or nothing at all).
+func (li LabelInfo) Corrupt(name string) error {
+	if len(li.Refs) == 0 && li.Bad > 0 {
+		return noRefsIn(name, li.Bad)
+	}
+	return nil
 }
 
 // Head is the newest ref, the one whose content the label shows.
@@ -400,7 +428,7 @@ func (li LabelInfo) Head() (Hash, bool) {
 // StatLabel returns a label's refs and modification time.
 func (s *Store) StatLabel(ctx context.Context, name string) (LabelInfo, error) {
 	return call(ctx, s, func() (LabelInfo, error) {
-		refs, _, err := s.readLabel(name)
+		refs, bad, err := s.readLabel(name)
 		if err != nil {
 			return LabelInfo{}, err
 		}
@@ -408,7 +436,7 @@ func (s *Store) StatLabel(ctx context.Context, name string) (LabelInfo, error) {
 		if err != nil {
 			return LabelInfo{}, labelErr(name, notFound(err))
 		}
-		return LabelInfo{Refs: refs, ModTime: fi.ModTime()}, nil
+		return LabelInfo{Refs: refs, ModTime: fi.ModTime(), Bad: bad}, nil
 	})
 }
 
