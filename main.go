@@ -40,7 +40,8 @@ func main() {
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	app := newApp(stdin, stdout, stderr)
+	out := &stickyWriter{w: stdout}
+	app := newApp(stdin, out, stderr)
 	var names []string
 	for _, c := range app.Commands {
 		names = append(names, c.Names()...)
@@ -60,6 +61,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err == nil {
 		err = notFound
 	}
+	if err == nil && out.err != nil {
+		// A command that printed what it found, into a full disk or a
+		// closed pipe, has not done its job.
+		err = fmt.Errorf("writing the output: %w", out.err)
+	}
 	if err == nil {
 		return 0
 	}
@@ -73,6 +79,21 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return ec.ExitCode()
 	}
 	return exitFailed
+}
+
+// stickyWriter remembers the first error writing to w, which commands
+// printing line by line do not check.
+type stickyWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (s *stickyWriter) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if err != nil && s.err == nil {
+		s.err = err
+	}
+	return n, err
 }
 
 // oneLine keeps an error to the single line the user sees.

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/theater-storefs/theater-storefs/internal/theatertest"
@@ -916,6 +917,27 @@ func TestHelp(t *testing.T) {
 		r := runCLI(t, "", args...)
 		if r.code != 0 || !strings.Contains(r.stdout, "theater-storefs") {
 			t.Errorf("help: want exit 0 and usage on stdout:\n%s", r)
+		}
+	}
+}
+
+// fullWriter fails every write, as /dev/full does.
+type fullWriter struct{}
+
+func (fullWriter) Write(p []byte) (int, error) { return 0, syscall.ENOSPC }
+
+// TestOutputErrors: a command whose output cannot be written fails, in
+// one line naming why, whether it prints line by line or as JSON.
+func TestOutputErrors(t *testing.T) {
+	c := newCLI(t)
+	if r := runCLI(t, "hello", "--store", c.dir, "put", "--label", "greeting"); r.code != 0 {
+		t.Fatalf("put: %s", r)
+	}
+	for _, args := range [][]string{{"labels"}, {"labels", "--json"}, {"refs", "greeting"}, {"ls"}, {"du"}, {"get", "store:greeting"}} {
+		var stderr bytes.Buffer
+		code := run(append([]string{"theater-storefs", "--store", c.dir}, args...), strings.NewReader(""), fullWriter{}, &stderr)
+		if code != exitFailed || !strings.Contains(stderr.String(), "no space left on device") || strings.Count(stderr.String(), "\n") != 1 {
+			t.Errorf("%v into a full disk: exit %d, stderr %q; want %d and one line naming the error", args, code, stderr.String(), exitFailed)
 		}
 	}
 }
