@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -53,6 +54,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		args = helperArgs
 	}
+	args = hoistFlags(app, args)
 	var notFound error
 	app.CommandNotFound = func(c *cli.Context, name string) {
 		notFound = usagef("no command %q; see %s --help", name, app.Name)
@@ -189,7 +191,35 @@ func openStore(c *cli.Context, create bool) (*store.Store, error) {
 			return nil, fmt.Errorf("no store at %s (set --store or THEATER_STORE): %w", dir, errors.Unwrap(err))
 		}
 	}
+	if err := checkStoreDir(dir, false); err != nil {
+		return nil, err
+	}
 	return store.Open(dir, store.Options{})
+}
+
+// checkStoreDir refuses to make a store inside a directory that holds
+// other things (a mistyped --store), and with mustExist a directory that
+// is not there at all: mount serves an existing store, or an empty
+// directory made for one.
+func checkStoreDir(dir string, mustExist bool) error {
+	ents, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && mustExist:
+		return fmt.Errorf("no store at %s (set --store or THEATER_STORE; to start an empty store there, create the directory)", dir)
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("store %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		if e.Name() == store.DataDir || e.Name() == store.LabelsDir {
+			return nil
+		}
+	}
+	if len(ents) > 0 {
+		return fmt.Errorf("%s is not a store: it has no %s/ or %s/ but holds other files (set --store or THEATER_STORE)", dir, store.DataDir, store.LabelsDir)
+	}
+	return nil
 }
 
 // isTerminal reports whether w is a terminal, for progress bars.

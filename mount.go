@@ -95,6 +95,9 @@ func cmdMount(c *cli.Context) error {
 	if err := checkOverlap(dir, mnt); err != nil {
 		return err
 	}
+	if err := checkStoreDir(dir, true); err != nil {
+		return err
+	}
 	if !c.Bool("foreground") && os.Getenv(envReady) == "" {
 		return spawnServer(c, mnt, dir)
 	}

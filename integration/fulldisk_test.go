@@ -46,6 +46,9 @@ func TestFullDisk(t *testing.T) {
 	disk := smallDisk(t, "8m")
 	t.Parallel()
 	store := filepath.Join(disk, "store")
+	if err := os.Mkdir(store, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	mnt := mountStore(t, store)
 	// cp, not echo: see TestNewLabelRedirectCommitsOnlyFinalContent.
 	before := []byte("before\n")

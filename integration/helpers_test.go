@@ -222,11 +222,14 @@ func theaterStore(t *testing.T, opts theatertest.Options) (string, *theatertest.
 	return dir, m
 }
 
-// emptyStore returns a store directory that does not exist yet: mounting
-// creates it.
+// emptyStore returns an empty store directory: mounting makes it a store.
 func emptyStore(t *testing.T) string {
 	t.Helper()
-	return filepath.Join(t.TempDir(), "store")
+	dir := filepath.Join(t.TempDir(), "store")
+	if err := os.Mkdir(dir, 0o755); err != nil { // as make mount does
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // newMountpoint makes an empty directory to mount on and records it.
@@ -453,8 +456,15 @@ func start(t *testing.T, cmd *exec.Cmd) chan error {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	// Every receive gets the exit status, so that a test that saw the
+	// exit and a cleanup that waits for it do not wait forever.
+	done := make(chan error)
+	go func() {
+		err := cmd.Wait()
+		for {
+			done <- err
+		}
+	}()
 	return done
 }
 

@@ -130,8 +130,8 @@ func TestMountpointNotEmptyRefused(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(mnt, "precious")); err != nil || string(b) != "mine" {
 		t.Errorf("the file in the mountpoint: %q, %v", b, err)
 	}
-	if _, err := os.Stat(store); err == nil {
-		t.Errorf("a refused mount created the store %s", store)
+	if _, err := os.Stat(filepath.Join(store, "data")); err == nil {
+		t.Errorf("a refused mount made a store in %s", store)
 	}
 
 	file := filepath.Join(t.TempDir(), "file")
@@ -340,7 +340,6 @@ func TestForeground(t *testing.T) {
 		if err != nil {
 			t.Errorf("mount --foreground after unmount: %v\n%s", err, stderr.String())
 		}
-		exited <- err // for the cleanup
 	case <-time.After(exitTimeout):
 		t.Fatalf("mount --foreground still runs %v after unmount", exitTimeout)
 	}
@@ -433,14 +432,40 @@ func TestMountErrors(t *testing.T) {
 	r := cli(t, "--store", store, "mount", missing)
 	wantOneLineError(t, r, 1, missing, "no such file or directory")
 	wantNotMounted(t, missing)
-	if _, err := os.Stat(store); err == nil {
-		t.Errorf("a refused mount created the store %s", store)
+	if _, err := os.Stat(filepath.Join(store, "data")); err == nil {
+		t.Errorf("a refused mount made a store in %s", store)
 	}
 
 	r = cli(t, "--store", store, "mount")
 	wantOneLineError(t, r, 2)
 	r = cli(t, "--store", store, "mount", "a", "b")
 	wantOneLineError(t, r, 2)
+
+	// A mistyped --store: no directory there, or one that holds other
+	// things, is not made into a store.
+	mnt := newMountpoint(t)
+	typo := filepath.Join(t.TempDir(), "stroe")
+	r = cli(t, "--store", typo, "mount", mnt)
+	wantOneLineError(t, r, 1, typo, "no store at")
+	wantNotMounted(t, mnt)
+	if _, err := os.Stat(typo); err == nil {
+		t.Errorf("mount made the store %s", typo)
+	}
+	home := t.TempDir()
+	if err := os.WriteFile(filepath.Join(home, "notes.txt"), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = cli(t, "--store", home, "mount", mnt)
+	wantOneLineError(t, r, 1, home, "not a store")
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.WriteFile(src, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = cli(t, "--store", home, "put", src)
+	wantOneLineError(t, r, 1, home, "not a store")
+	if ents, _ := os.ReadDir(home); len(ents) != 1 {
+		t.Errorf("refused commands added to %s: %v", home, ents)
+	}
 
 	r = cli(t, "unmount", missing)
 	wantOneLineError(t, r, 1, missing)
