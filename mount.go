@@ -245,6 +245,11 @@ func serve(c *cli.Context, mnt, dir string) (err error) {
 		AdaptiveProcs: !userSetProcs(),
 	})
 	if err != nil {
+		if strings.Contains(err.Error(), "fusermount exited") {
+			// go-fuse gives fusermount3's wait status; its reason went
+			// to stderr.
+			return fmt.Errorf("mounting %s: fusermount3 refused (run with --foreground to see its reason)", mnt)
+		}
 		return fmt.Errorf("mounting %s: %w", mnt, err)
 	}
 	slog.Info("mounted", "store", dir, "mountpoint", mnt)
@@ -292,6 +297,13 @@ func checkFuse() error {
 		if _, err := exec.LookPath("fusermount3"); err != nil {
 			return errors.New("fusermount3 is missing: install it with `apt-get install fuse3` (needed to mount as a user other than root)")
 		}
+		// fusermount3 opens it as this user: say why it would fail,
+		// rather than pass on its bare exit status.
+		f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("cannot open /dev/fuse as this user (%v): mount as root, or give the user read and write access to /dev/fuse", errors.Unwrap(err))
+		}
+		f.Close()
 	}
 	return nil
 }
