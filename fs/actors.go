@@ -123,14 +123,16 @@ func (d *actorDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno
 		return nil, d.fs.errno("list actor", err)
 	}
 	files := actorFiles(d.id, labels)
+	_, hasChain := files["chain-head"]
 	var out []fuse.DirEntry
 	for name, l := range files {
+		if name == chainDirName && hasChain {
+			continue // the chain wins; the label stays in by-label/
+		}
 		out = append(out, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: nameIno("label", l)})
 	}
-	if _, ok := files["chain-head"]; ok {
-		if _, clash := files[chainDirName]; !clash {
-			out = append(out, fuse.DirEntry{Name: chainDirName, Mode: syscall.S_IFDIR, Ino: nameIno("chain", d.id)})
-		}
+	if hasChain {
+		out = append(out, fuse.DirEntry{Name: chainDirName, Mode: syscall.S_IFDIR, Ino: nameIno("chain", d.id)})
 	}
 	slices.SortFunc(out, func(a, b fuse.DirEntry) int { return strings.Compare(a.Name, b.Name) })
 	return fusefs.NewListDirStream(out), 0
@@ -143,18 +145,20 @@ func (d *actorDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	// The label behind the name, asked for directly rather than found
 	// in a listing of every label: <id>:<name>, and for "actor" Theater's
 	// actor:<id> when there is no <id>:actor.
-	label := d.id + ":" + name
-	li, err := d.fs.st.StatLabel(ctx, label)
-	if errors.Is(err, store.ErrNotFound) && name == "actor" {
-		label = "actor:" + d.id
-		li, err = d.fs.st.StatLabel(ctx, label)
-	}
-	if errors.Is(err, store.ErrNotFound) && name == chainDirName {
+	// chain/ is the actor's events once it has a head, whatever label
+	// <id>:chain there may be (by-label/ shows that one).
+	if name == chainDirName {
 		if _, herr := d.fs.st.StatLabel(ctx, store.ChainHeadLabel(d.id)); herr == nil {
 			d.fs.dirAttr(&out.Attr, 0o555)
 			setTimeouts(out, d.fs.labelTTL)
 			return d.NewInode(ctx, &chainDir{fixedDir: fixedDir{fs: d.fs}, id: d.id}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: nameIno("chain", d.id)}), 0
 		}
+	}
+	label := d.id + ":" + name
+	li, err := d.fs.st.StatLabel(ctx, label)
+	if errors.Is(err, store.ErrNotFound) && name == "actor" {
+		label = "actor:" + d.id
+		li, err = d.fs.st.StatLabel(ctx, label)
 	}
 	if errors.Is(err, store.ErrIsNamespace) || errors.Is(err, store.ErrInvalidLabel) {
 		return nil, syscall.ENOENT // actors/<id>/ shows labels, not namespaces

@@ -360,8 +360,8 @@ func TestActorChainFollowsHead(t *testing.T) {
 
 // TestActorFileNames: actors/<id>/actor is the label actor:<id> unless a
 // label <id>:actor exists; a label <id>:chain does not hide the chain/
-// directory in one listing and show as a file in another: what readdir
-// says a name is, stat says too.
+// directory of an actor with a chain (by-label/ shows it), and what
+// readdir says a name is, stat says too.
 func TestActorFileNames(t *testing.T) {
 	t.Parallel()
 	dir, man := writeTheaterStore(t, theatertest.Options{Seed: 5, Actors: 1})
@@ -400,5 +400,14 @@ func TestActorFileNames(t *testing.T) {
 		if fi.IsDir() != e.IsDir() {
 			t.Errorf("actors/%s/%s: readdir says dir=%v, stat says dir=%v", id, e.Name(), e.IsDir(), fi.IsDir())
 		}
+	}
+	if fi, err := os.Stat(m.path("actors", id, "chain")); err != nil || !fi.IsDir() {
+		t.Errorf("actors/%s/chain with a label %s:chain: %v, %v; want the chain/ directory", id, id, fi, err)
+	}
+	if got := dirNames(t, m.path("actors", id, "chain")); !slices.Equal(got, chainNames(man.Chains[id])) {
+		t.Errorf("actors/%s/chain/ lists %q, want the chain", id, got)
+	}
+	if got := readFile(t, m.label(id+":chain")); got != "a label named chain" {
+		t.Errorf("by-label/%s:chain reads %q", id, got)
 	}
 }
