@@ -514,12 +514,15 @@ func cmdGC(c *cli.Context) error {
 	if err := nargs(c, 0, 0); err != nil {
 		return err
 	}
+	grace := c.Duration("grace")
+	if grace < 0 {
+		return usagef("gc: --grace %v is negative; 0 keeps no unreachable blob", grace)
+	}
 	s, err := openStore(c, false)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	grace := c.Duration("grace")
 	if grace == 0 {
 		grace = -1 // --grace 0: no grace at all
 	}

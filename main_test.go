@@ -941,3 +941,20 @@ func TestOutputErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestBadInputMessages: a negative grace is bad usage, and an error about
+// a name of kilobytes does not echo it whole.
+func TestBadInputMessages(t *testing.T) {
+	c := newCLI(t)
+	if r := runCLI(t, "x", "--store", c.dir, "put"); r.code != 0 {
+		t.Fatalf("put: %s", r)
+	}
+	if r := runCLI(t, "", "--store", c.dir, "gc", "--grace", "-1h"); r.code != exitUsage || !strings.Contains(r.stderr, "negative") {
+		t.Errorf("gc --grace -1h: %s; want exit %d naming the negative grace", r, exitUsage)
+	}
+	long := strings.Repeat("n", 5000)
+	r := runCLI(t, "x", "--store", c.dir, "put", "--label", long)
+	if r.code != exitUsage || len(r.stderr) > 400 || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("put --label <5000 bytes>: exit %d, %d bytes of stderr; want %d and one short line", r.code, len(r.stderr), exitUsage)
+	}
+}

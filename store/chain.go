@@ -151,12 +151,20 @@ func (s *Store) VisitChain(ctx context.Context, head Hash, visit func(ChainLink)
 }
 
 // Chain returns an actor's events newest first, starting at its
-// chain-head label. A broken link ends the chain: the events before it are
-// returned with the reason in broken, and the break is logged.
+// chain-head label (its newest ref, as the mount's chain/ does, should it
+// hold more than one). A broken link ends the chain: the events before it
+// are returned with the reason in broken, and the break is logged.
 func (s *Store) Chain(ctx context.Context, actorID string) (links []ChainLink, broken error, err error) {
-	head, err := s.ResolveLabel(ctx, ChainHeadLabel(actorID))
+	li, err := s.StatLabel(ctx, ChainHeadLabel(actorID))
+	if err == nil {
+		err = li.Corrupt(ChainHeadLabel(actorID))
+	}
 	if err != nil {
 		return nil, nil, err
+	}
+	head, ok := li.Head()
+	if !ok {
+		return nil, nil, labelErr(ChainHeadLabel(actorID), fmt.Errorf("%w: label holds no refs", ErrNotFound))
 	}
 	links, broken = s.WalkChain(ctx, head, 0)
 	if broken != nil {

@@ -30,11 +30,19 @@ type Error struct {
 	Err  error
 }
 
+// maxShownName is how much of a name an error message shows.
+const maxShownName = 200
+
 func (e *Error) Error() string {
 	if e.Name == "" {
 		return e.Op + ": " + e.Err.Error()
 	}
-	return fmt.Sprintf("%s %q: %s", e.Op, e.Name, e.Err.Error())
+	name := e.Name
+	if len(name) > maxShownName {
+		// A name of kilobytes (refused as too long) is not echoed whole.
+		name = name[:maxShownName] + "..."
+	}
+	return fmt.Sprintf("%s %q: %s", e.Op, name, e.Err.Error())
 }
 
 func (e *Error) Unwrap() error { return e.Err }

@@ -219,11 +219,25 @@ func TestChainMissingAndBroken(t *testing.T) {
 	_, _, err := s.Chain(bg, "00000000-0000-4000-8000-000000000000")
 	wantErr(t, "Chain(unknown actor)", err, store.ErrNotFound)
 
+	// A chain-head holding two refs: the chain starts at the newest, as
+	// the mount's chain/ does.
+	head := store.ChainHeadLabel(actor)
+	if err := s.Label(bg, head, mustHash(t, chain[1])); err != nil {
+		t.Fatal(err)
+	}
+	links, broken, err := s.Chain(bg, actor)
+	if err != nil || broken != nil || len(links) != 2 || links[0].Hash != mustHash(t, chain[1]) {
+		t.Fatalf("Chain with a two-ref head = %d links, %v; want 2 from %s", len(links), err, chain[1])
+	}
+	if err := s.ReplaceAtLabel(bg, head, mustHash(t, chain[len(chain)-1])); err != nil {
+		t.Fatal(err)
+	}
+
 	// Remove an event in the middle: the chain ends there, reported.
 	if err := os.Remove(blobPath(dir, mustHash(t, chain[2]))); err != nil {
 		t.Fatal(err)
 	}
-	links, broken, err := s.Chain(bg, actor)
+	links, broken, err = s.Chain(bg, actor)
 	if err != nil {
 		t.Fatal(err)
 	}
