@@ -52,7 +52,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep := &GCReport{Reachable: len(reach), DryRun: opts.DryRun, Removed: []Hash{}}
+	rep := &GCReport{DryRun: opts.DryRun, Removed: []Hash{}}
 	cutoff := now().Add(-grace)
 	var candidates []Hash
 	err = s.scanData(ctx, func(h Hash, de os.DirEntry) error {
@@ -61,6 +61,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
 			opts.Progress(rep.Blobs, 0)
 		}
 		if reach[h] {
+			rep.Reachable++ // of the blobs here: a ref to a missing one is not counted
 			return nil
 		}
 		fi, err := s.data.Lstat(de.Name())

@@ -300,7 +300,7 @@ func TestGCRemovesExactlyUnreachable(t *testing.T) {
 			if got := hashStrings(sortHashes(rep.Removed)); !slices.Equal(got, m.Unreachable) {
 				t.Fatalf("dry run would remove %v\nwant %v", got, m.Unreachable)
 			}
-			if !rep.DryRun || rep.Bytes != unreachableBytes || rep.Blobs != len(m.Blobs) {
+			if !rep.DryRun || rep.Bytes != unreachableBytes || rep.Blobs != len(m.Blobs) || rep.Reachable != len(m.Blobs)-len(m.Unreachable) {
 				t.Fatalf("dry run report %+v", rep)
 			}
 			if d := diffSnapshots(before, treeSnapshot(t, filepath.Join(dir, store.DataDir))); len(d) != 0 {
@@ -332,6 +332,20 @@ func TestGCRemovesExactlyUnreachable(t *testing.T) {
 			if err != nil || len(vrep.Problems) != 0 {
 				t.Fatalf("Verify after GC: %v, %v", vrep, err)
 			}
+
+			// A ref to a missing blob is not counted among the reachable
+			// blobs of data/.
+			if err := s.Label(bg, "dangling", store.Hash(sha([]byte("never stored")))); err == nil {
+				t.Fatal("Label with a missing blob succeeded")
+			}
+			if err := os.WriteFile(filepath.Join(dir, store.LabelsDir, "dangling"), []byte(sha([]byte("never stored")).String()), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			rep, err = s.GC(bg, store.GCOptions{Grace: -1, DryRun: true})
+			if err != nil || rep.Reachable > rep.Blobs || rep.Reachable != len(m.Blobs) {
+				t.Fatalf("dry run with a dangling ref: %+v, %v; want %d reachable of %d", rep, err, len(m.Blobs), len(m.Blobs))
+			}
+			os.Remove(filepath.Join(dir, store.LabelsDir, "dangling"))
 
 			// A second run finds nothing.
 			rep, err = s.GC(bg, store.GCOptions{Grace: -1})
