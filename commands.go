@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/theater-storefs/theater-storefs/store"
@@ -291,9 +294,19 @@ func cmdLabels(c *cli.Context) error {
 		return printJSON(c.App.Writer, names)
 	}
 	for _, n := range names {
-		fmt.Fprintln(c.App.Writer, n)
+		fmt.Fprintln(c.App.Writer, lineSafe(n))
 	}
 	return nil
+}
+
+// lineSafe keeps a name on its line: one holding a newline or another
+// control character is printed quoted, as Go quotes a string ("a\nb"),
+// so that one name is one line (--json gives every name exactly).
+func lineSafe(name string) string {
+	if strings.IndexFunc(name, unicode.IsControl) >= 0 {
+		return strconv.Quote(name)
+	}
+	return name
 }
 
 func cmdRefs(c *cli.Context) error {

@@ -958,3 +958,19 @@ func TestBadInputMessages(t *testing.T) {
 		t.Errorf("put --label <5000 bytes>: exit %d, %d bytes of stderr; want %d and one short line", r.code, len(r.stderr), exitUsage)
 	}
 }
+
+// TestLabelsOneNameALine: a label name holding a newline is printed
+// quoted, so that each line of `labels` is one name.
+func TestLabelsOneNameALine(t *testing.T) {
+	c := newCLI(t)
+	for _, name := range []string{"plain", "two\nlines", "tab\there"} {
+		if r := runCLI(t, "x", "--store", c.dir, "put", "--label", name); r.code != 0 {
+			t.Fatalf("put --label %q: %s", name, r)
+		}
+	}
+	r := runCLI(t, "", "--store", c.dir, "labels")
+	want := []string{"plain", `"tab\there"`, `"two\nlines"`}
+	if got := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n"); r.code != 0 || !slices.Equal(got, want) {
+		t.Errorf("labels = %q (exit %d), want %q", got, r.code, want)
+	}
+}
