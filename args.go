@@ -16,6 +16,11 @@ func hoistFlags(app *cli.App, args []string) []string {
 	if len(args) < 2 {
 		return args
 	}
+	// Shell completion asks with this flag last, and it must stay last
+	// and never be taken for a flag's value: else the command runs.
+	if last := args[len(args)-1]; last == "--generate-bash-completion" {
+		return append(hoistFlags(app, args[:len(args)-1]), last)
+	}
 	// The command is the first word that is neither a global flag nor
 	// the value of one.
 	i := 1
@@ -38,13 +43,23 @@ func hoistFlags(app *cli.App, args []string) []string {
 		case a == "--":
 			words = append(words, rest[j:]...)
 			j = len(rest)
+		case a == "-h" || a == "--help":
+			// Help for the command, whatever else is on the line
+			// (urfave would take an argument for a help topic).
+			return append(global, args[i], a)
 		case isFlag(a) && known(cmd.Flags, a):
-			n := min(flagWords(cmd.Flags, rest[j:]), len(rest)-j)
+			n := flagWords(cmd.Flags, rest[j:])
+			if n > len(rest)-j {
+				return args // its value is missing: the parser says so
+			}
 			flags = append(flags, rest[j:j+n]...)
 			j += n
 		case isFlag(a) && known(app.Flags, a):
 			// A global flag after the command: `refs L --store DIR`.
-			n := min(flagWords(app.Flags, rest[j:]), len(rest)-j)
+			n := flagWords(app.Flags, rest[j:])
+			if n > len(rest)-j {
+				return args
+			}
 			global = append(global, rest[j:j+n]...)
 			j += n
 		default:

@@ -25,7 +25,15 @@ func TestHoistFlags(t *testing.T) {
 		// Unknown flags and commands are left for the parser to refuse.
 		{"refs --nope L", "refs --nope L"},
 		{"nosuch A --json", "nosuch A --json"},
-		{"put FILE --label", "put --label FILE"},
+		// A flag without its value is left for the parser to refuse,
+		// not given the argument before it.
+		{"put FILE --label", "put FILE --label"},
+		{"refs L --store", "refs L --store"},
+		// Shell completion's flag stays last, never a flag's value.
+		{"put FILE --label --generate-bash-completion", "put FILE --label --generate-bash-completion"},
+		{"mount MNT --read-only --generate-bash-completion", "mount --read-only MNT --generate-bash-completion"},
+		{"refs L -h", "refs -h"},
+		{"mount MNT --help --store S", "mount --help"},
 		{"", ""},
 	} {
 		in := append([]string{"theater-storefs"}, strings.Fields(c.in)...)

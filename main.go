@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/theater-storefs/theater-storefs/store"
@@ -92,6 +93,16 @@ type stickyWriter struct {
 
 func (s *stickyWriter) Write(p []byte) (int, error) {
 	n, err := s.w.Write(p)
+	if err != nil && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
+// ReadFrom keeps the underlying writer's own (an *os.File's is
+// copy_file_range or splice: get of a large blob copies in the kernel).
+func (s *stickyWriter) ReadFrom(r io.Reader) (int64, error) {
+	n, err := io.Copy(s.w, r)
 	if err != nil && s.err == nil {
 		s.err = err
 	}
@@ -211,12 +222,18 @@ func checkStoreDir(dir string, mustExist bool) error {
 	case err != nil:
 		return fmt.Errorf("store %s: %w", dir, err)
 	}
+	others := 0
 	for _, e := range ents {
-		if e.Name() == store.DataDir || e.Name() == store.LabelsDir {
+		switch name := e.Name(); {
+		case name == store.DataDir || name == store.LabelsDir:
 			return nil
+		case name == store.TmpDir || name == "lost+found" || strings.HasPrefix(name, "."):
+			// Ours, a file system's own, or hidden: not someone's files.
+		default:
+			others++
 		}
 	}
-	if len(ents) > 0 {
+	if others > 0 {
 		return fmt.Errorf("%s is not a store: it has no %s/ or %s/ but holds other files (set --store or THEATER_STORE)", dir, store.DataDir, store.LabelsDir)
 	}
 	return nil

@@ -466,6 +466,20 @@ func TestMountErrors(t *testing.T) {
 	if ents, _ := os.ReadDir(home); len(ents) != 1 {
 		t.Errorf("refused commands added to %s: %v", home, ents)
 	}
+	// A directory holding only what is no one's files (a file system's
+	// lost+found, hidden files, our tmp/) may become a store.
+	fresh := t.TempDir()
+	for _, d := range []string{"lost+found", "tmp"} {
+		if err := os.Mkdir(filepath.Join(fresh, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(fresh, ".keep"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := cli(t, "--store", fresh, "put", src); r.code != 0 {
+		t.Errorf("put into a directory with lost+found, tmp/ and .keep: %s", r)
+	}
 
 	r = cli(t, "unmount", missing)
 	wantOneLineError(t, r, 1, missing)
