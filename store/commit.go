@@ -9,7 +9,6 @@ import (
 	"path"
 	"strings"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -226,15 +225,26 @@ func (s *Store) verifyExisting(ctx context.Context, h Hash) error {
 	return f.Close()
 }
 
-// verifyInPlace verifies the blob under h on the owner, which costs no
-// hashing when its verdict is known (verifyExisting found it).
-func (s *Store) verifyInPlace(h Hash) error {
-	f, fi, err := s.openBlob(h)
+// touchBlob sets a whole blob's times to now, through a descriptor of the
+// file that was verified (fi), and keeps its verdict for the new times,
+// unless the file changed since: a rename over it leaves this one alone,
+// a write in place shows in its times.
+func (s *Store) touchBlob(h Hash, fi os.FileInfo) {
+	f, cur, err := s.openBlob(h)
 	if err != nil {
-		return err
+		return // gone since: the commit renames nothing, gc's grace is moot
 	}
 	defer f.Close()
-	return s.corruptHint(h, s.verify(context.Background(), h, f, fi))
+	if keyOf(cur) != keyOf(fi) {
+		return
+	}
+	if err := unix.Futimes(int(f.Fd()), nil); err != nil {
+		s.log.Warn("cannot refresh mtime of existing blob", "hash", h.String(), "err", err)
+		return
+	}
+	if after, err := f.Stat(); err == nil {
+		s.verdicts.record(h, after, true)
+	}
 }
 
 // corruptHint adds to a corrupt blob's error what to do about it.
@@ -258,23 +268,23 @@ func (s *Store) placeBlob(c *commit, st blobStat) error {
 		if fi.Size() != c.size {
 			return blobErr(c.sum, fmt.Errorf("%w: existing blob has %d bytes, content has %d; remove data/%s, then store again", ErrCorrupt, fi.Size(), c.size, name))
 		}
-		// The writer verified it (verifyExisting); one put there since
-		// is verified now, on the owner.
-		if err := s.verifyInPlace(c.sum); err != nil {
-			return err
+		// The writer verified it (verifyExisting); the owner looks the
+		// verdict up and never hashes, which would hold up every other
+		// request for as long as a large blob takes.
+		switch good, known := s.verdicts.lookup(c.sum, fi); {
+		case known && !good:
+			return s.corruptHint(c.sum, blobErr(c.sum, ErrCorrupt))
+		case known:
+			// Dedup. Refresh the mtime so gc's grace period protects a
+			// blob that is being stored again, about to be labelled.
+			s.noteFound(c.sum, fi)
+			s.touchBlob(c.sum, fi)
+			s.removeTemp(c.tmp)
+			return nil
 		}
-		// Dedup. Refresh the mtime so gc's grace period protects a blob
-		// that is being stored again, about to be labelled, and keep its
-		// verdict for the new times.
-		s.noteFound(c.sum, fi)
-		now := time.Now()
-		if err := s.data.Chtimes(name, now, now); err != nil {
-			s.log.Warn("cannot refresh mtime of existing blob", "hash", name, "err", err)
-		} else if fi, err := s.data.Lstat(name); err == nil {
-			s.verdicts.record(c.sum, fi, true)
-		}
-		s.removeTemp(c.tmp)
-		return nil
+		// Put there or changed since the writer looked (by another
+		// process, or a writer of the same content): the spool, which
+		// hashes to the name, takes its place.
 	case !errors.Is(err, fs.ErrNotExist):
 		return blobErr(c.sum, err)
 	}
