@@ -1073,6 +1073,14 @@ func TestLabelMissingBlob(t *testing.T) {
 	wantErrno(t, "reading a label with no hash in it", err, syscall.EIO)
 	writeFile(t, m.label("garbage"), "repaired")
 	m.wantLabel("garbage", "repaired")
+	// So does truncate(1), which opens without O_TRUNC.
+	if err := os.WriteFile(filepath.Join(dir, store.LabelsDir, "garbage"), []byte("this is not a hash\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(m.label("garbage"), 0); err != nil {
+		t.Fatalf("truncate of a label with no hash in it: %v", err)
+	}
+	m.wantLabel("garbage", "")
 }
 
 // TestLabelNameTooLong: a name the store refuses for its length is

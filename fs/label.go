@@ -236,9 +236,9 @@ func (n *labelNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 	var base *os.File
 	var baseSize int64
 	truncate := flags&syscall.O_TRUNC != 0
-	if err := li.Corrupt(name); err != nil && !truncate {
-		// Lines but no ref: no content to show or to start from, as
-		// for a label whose blob is missing. Writing it anew repairs it.
+	if err := li.Corrupt(name); err != nil && !writing {
+		// Lines but no ref: no content to show, as for a label whose
+		// blob is missing. A writer starts from nothing, and repairs it.
 		n.fs.log.Error("label holds no ref", "label", name, "err", err)
 		return nil, 0, syscall.EIO
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // Sentinel errors. Every error the store returns wraps one of these (or a
@@ -40,7 +41,11 @@ func (e *Error) Error() string {
 	name := e.Name
 	if len(name) > maxShownName {
 		// A name of kilobytes (refused as too long) is not echoed whole.
-		name = name[:maxShownName] + "..."
+		cut := maxShownName
+		for cut > 0 && !utf8.RuneStart(name[cut]) {
+			cut-- // not inside a character
+		}
+		name = name[:cut] + "..."
 	}
 	return fmt.Sprintf("%s %q: %s", e.Op, name, e.Err.Error())
 }
