@@ -376,35 +376,45 @@ func TestVerifyIgnoresVerdictCache(t *testing.T) {
 	wantErr(t, "Get after Verify", err, store.ErrCorrupt)
 }
 
-// A blob of the right size whose bytes were changed is not taken for the
-// content stored again: Store and PutAtLabel report it as corrupt, the
-// label is not written, and the blob is left as it was. A blob Theater
-// wrote whole is deduplicated without being rewritten.
-func TestStoreSameSizeCorrupt(t *testing.T) {
-	s, dir := newStore(t)
-	content := []byte("precious data\n")
-	h := mustStore(t, s, string(content))
-	bogus := []byte("PRECIOUS DATA\n")
+// wantRefusedOverCorrupt puts bogus where content's blob belongs and
+// checks that storing content, bare or labelled, is refused as corrupt,
+// saying what to do, with no label written, the blob untouched and tmp/
+// left empty.
+func wantRefusedOverCorrupt(t *testing.T, s *store.Store, dir string, content, bogus []byte) store.Hash {
+	t.Helper()
+	h := sha(content)
 	if err := os.WriteFile(blobPath(dir, h), bogus, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ino := inode(t, blobPath(dir, h))
-
 	_, err := s.Store(bg, content)
-	wantErr(t, "Store over a corrupt blob of the same size", err, store.ErrCorrupt)
-	if !strings.Contains(err.Error(), "remove it") {
+	wantErr(t, "Store over a corrupt blob", err, store.ErrCorrupt)
+	if !strings.Contains(err.Error(), "remove") {
 		t.Errorf("error %q does not say what to do", err)
 	}
 	_, err = s.PutAtLabel(bg, "keep", content)
-	wantErr(t, "PutAtLabel over a corrupt blob of the same size", err, store.ErrCorrupt)
+	wantErr(t, "PutAtLabel over a corrupt blob", err, store.ErrCorrupt)
 	if labelFileExists(dir, "keep") {
 		t.Fatal("label written for content that was not stored")
 	}
 	if b, _ := os.ReadFile(blobPath(dir, h)); !bytes.Equal(b, bogus) || inode(t, blobPath(dir, h)) != ino {
 		t.Fatal("the existing blob was touched")
 	}
+	if left := tmpSpools(t, dir); len(left) != 0 {
+		t.Fatalf("tmp/ = %v", left)
+	}
+	return h
+}
 
-	// Once the bad blob is removed, storing again works.
+// A blob of the right size whose bytes were changed is not taken for the
+// content stored again; once it is removed, storing works. A blob Theater
+// wrote whole is deduplicated without being rewritten.
+func TestStoreSameSizeCorrupt(t *testing.T) {
+	s, dir := newStore(t)
+	content := []byte("precious data\n")
+	mustStore(t, s, string(content))
+	h := wantRefusedOverCorrupt(t, s, dir, content, []byte("PRECIOUS DATA\n"))
+
 	if err := os.Remove(blobPath(dir, h)); err != nil {
 		t.Fatal(err)
 	}
@@ -420,7 +430,7 @@ func TestStoreSameSizeCorrupt(t *testing.T) {
 	if err := os.WriteFile(blobPath(dir, ho), other, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ino = inode(t, blobPath(dir, ho))
+	ino := inode(t, blobPath(dir, ho))
 	for range 2 {
 		if _, err := s.PutAtLabel(bg, "theirs", other); err != nil {
 			t.Fatal(err)
@@ -433,27 +443,7 @@ func TestStoreSameSizeCorrupt(t *testing.T) {
 
 func TestStoreSizeMismatch(t *testing.T) {
 	s, dir := newStore(t)
-	content := []byte("the real content")
-	h := sha(content)
-	bogus := []byte("a different, longer content under the same name")
-	if err := os.WriteFile(blobPath(dir, h), bogus, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ino := inode(t, blobPath(dir, h))
-
-	_, err := s.Store(bg, content)
-	wantErr(t, "Store", err, store.ErrCorrupt)
-	_, err = s.PutAtLabel(bg, "l", content)
-	wantErr(t, "PutAtLabel", err, store.ErrCorrupt)
-	if labelFileExists(dir, "l") {
-		t.Fatal("label created for content that was not stored")
-	}
-	if b, _ := os.ReadFile(blobPath(dir, h)); !bytes.Equal(b, bogus) || inode(t, blobPath(dir, h)) != ino {
-		t.Fatal("the existing blob was touched")
-	}
-	if left := tmpSpools(t, dir); len(left) != 0 {
-		t.Fatalf("tmp/ = %v", left)
-	}
+	wantRefusedOverCorrupt(t, s, dir, []byte("the real content"), []byte("a different, longer content under the same name"))
 }
 
 func TestSymlinksRefused(t *testing.T) {
