@@ -146,8 +146,7 @@ func (p *procs) setOne(one bool, load float64) {
 	}
 }
 
-// restore gives the runtime its default back: at unmount, and for a mount
-// that failed before run started.
+// restore gives the runtime its default back, when run ends (unmount).
 func (p *procs) restore() {
 	if p != nil {
 		p.set(0)
