@@ -201,8 +201,7 @@ func openStore(c *cli.Context, create bool) (*store.Store, error) {
 		if _, err := os.Stat(filepath.Join(dir, store.DataDir)); err != nil {
 			return nil, fmt.Errorf("no store at %s (set --store or THEATER_STORE): %w", dir, errors.Unwrap(err))
 		}
-	}
-	if err := checkStoreDir(dir, false); err != nil {
+	} else if err := checkStoreDir(dir, false); err != nil {
 		return nil, err
 	}
 	return store.Open(dir, store.Options{})

@@ -219,8 +219,10 @@ func (s *Store) verifyExisting(ctx context.Context, h Hash) error {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return nil
+	case errors.Is(err, ErrCorrupt):
+		return corruptBlob(h)
 	case err != nil:
-		return s.corruptHint(h, err)
+		return err
 	}
 	return f.Close()
 }
@@ -247,12 +249,10 @@ func (s *Store) touchBlob(h Hash, fi os.FileInfo) {
 	}
 }
 
-// corruptHint adds to a corrupt blob's error what to do about it.
-func (s *Store) corruptHint(h Hash, err error) error {
-	if errors.Is(err, ErrCorrupt) {
-		return blobErr(h, fmt.Errorf("%w: data/%s does not hash to its name; remove it, then store again", ErrCorrupt, h))
-	}
-	return err
+// corruptBlob is the error of storing content whose blob in data/ does
+// not hash to its name, with what to do about it.
+func corruptBlob(h Hash) error {
+	return blobErr(h, fmt.Errorf("%w: data/%s does not hash to its name; remove it, then store again", ErrCorrupt, h))
 }
 
 // placeBlob renames the spool into data/, unless the blob is there already
@@ -273,7 +273,7 @@ func (s *Store) placeBlob(c *commit, st blobStat) error {
 		// request for as long as a large blob takes.
 		switch good, known := s.verdicts.lookup(c.sum, fi); {
 		case known && !good:
-			return s.corruptHint(c.sum, blobErr(c.sum, ErrCorrupt))
+			return corruptBlob(c.sum)
 		case known:
 			// Dedup. Refresh the mtime so gc's grace period protects a
 			// blob that is being stored again, about to be labelled.

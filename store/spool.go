@@ -264,7 +264,10 @@ func (sp *Spool) Commit(ctx context.Context, label string, mode LabelMode) (Hash
 	}
 	if sp.dirty {
 		sp.h.Reset()
-		if _, err := io.CopyBuffer(sp.h, io.NewSectionReader(sp.f, 0, sp.size), make([]byte, 1<<20)); err != nil {
+		buf := hashBufs.Get().(*[]byte)
+		_, err := io.CopyBuffer(sp.h, io.NewSectionReader(sp.f, 0, sp.size), *buf)
+		hashBufs.Put(buf)
+		if err != nil {
 			return Hash{}, &Error{Op: "store", Err: fmt.Errorf("rereading spool: %w", err)}
 		}
 	}
