@@ -255,39 +255,12 @@ func (s *Store) eachDataEntry(ctx context.Context, fn func(os.DirEntry) error) e
 // "store:hash:<h>" a blob, "store:<label>" the single ref of a label (a
 // label with several refs is ErrAmbiguous), anything else a file path.
 func (s *Store) ResolveReference(ctx context.Context, ref string) ([]byte, error) {
-	r, err := s.OpenReference(ctx, ref)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	return io.ReadAll(r)
+	return ReadReference(ctx, s, ref)
 }
 
 // OpenReference is ResolveReference as a stream.
 func (s *Store) OpenReference(ctx context.Context, ref string) (io.ReadCloser, error) {
-	kind, arg := ParseReference(ref)
-	switch kind {
-	case RefHash:
-		h, err := ParseHash(arg)
-		if err != nil {
-			return nil, err
-		}
-		f, _, err := s.Open(ctx, h)
-		return f, err
-	case RefLabel:
-		h, err := s.ResolveLabel(ctx, arg)
-		if err != nil {
-			return nil, err
-		}
-		f, _, err := s.Open(ctx, h)
-		return f, err
-	default:
-		f, err := os.Open(arg)
-		if err != nil {
-			return nil, &Error{Op: "reference", Name: ref, Err: err}
-		}
-		return f, nil
-	}
+	return OpenReference(ctx, s, ref)
 }
 
 // ResolveLabel returns the one ref of a label; more than one is
@@ -297,14 +270,7 @@ func (s *Store) ResolveLabel(ctx context.Context, name string) (Hash, error) {
 	if err != nil {
 		return Hash{}, err
 	}
-	switch len(refs) {
-	case 0:
-		return Hash{}, labelErr(name, fmt.Errorf("%w: label holds no refs", ErrNotFound))
-	case 1:
-		return refs[0], nil
-	default:
-		return Hash{}, labelErr(name, fmt.Errorf("%w (%d refs)", ErrAmbiguous, len(refs)))
-	}
+	return SingleRef(name, refs)
 }
 
 // Reference kinds, as ParseReference tells them apart.

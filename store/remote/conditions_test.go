@@ -1,0 +1,110 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/theater-storefs/theater-storefs/internal/s3test"
+	"github.com/theater-storefs/theater-storefs/store"
+)
+
+// TestConditions checks that the service honours the conditions the
+// labels' compare-and-swap rests on. A service that ignored them would
+// pass every other test run one writer at a time.
+func TestConditions(t *testing.T) {
+	srv := s3test.Start(t)
+	loc, _ := ParseURL(srv.Bucket(t, "conditions", "p"))
+	ctx := context.Background()
+	b, err := newBucket(ctx, loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(data, version string) (string, error) {
+		return b.put(ctx, "labels/x", bytes.NewReader([]byte(data)), int64(len(data)), version)
+	}
+	v1, err := put("one", createOnly)
+	if err != nil || v1 == "" {
+		t.Fatalf("create: %q, %v", v1, err)
+	}
+	if _, err := put("two", createOnly); !errors.Is(err, errConflict) {
+		t.Fatalf("create over an existing object: %v, want a conflict", err)
+	}
+	v2, err := put("two", v1)
+	if err != nil || v2 == v1 {
+		t.Fatalf("update over the version read: %q, %v", v2, err)
+	}
+	if _, err := put("three", v1); !errors.Is(err, errConflict) {
+		t.Fatalf("update over a stale version: %v, want a conflict", err)
+	}
+	if err := b.del(ctx, "labels/x", v1); !errors.Is(err, errConflict) {
+		t.Fatalf("delete of a stale version: %v, want a conflict", err)
+	}
+	body, info, err := b.get(ctx, "labels/x", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body.Close()
+	if info.etag != v2 || info.size != 3 {
+		t.Fatalf("after refused changes: %+v, want version %q of 3 bytes", info, v2)
+	}
+	if err := b.del(ctx, "labels/x", v2); err != nil {
+		t.Fatalf("delete of the version read: %v", err)
+	}
+	if _, err := b.head(ctx, "labels/x"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+}
+
+// TestRacingAppends races appenders until some of them have lost a race
+// and retried, and checks that no append was lost.
+func TestRacingAppends(t *testing.T) {
+	srv := s3test.Start(t)
+	loc, _ := ParseURL(srv.Bucket(t, "racing", ""))
+	ctx := context.Background()
+	s, err := Open(ctx, loc, Options{SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var want []store.Hash
+	for round := 0; s.conflicts.Load() == 0; round++ {
+		if round == 20 {
+			t.Fatal("20 rounds of 8 racing appenders and no append had to be retried")
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for i := range 8 {
+			h, err := s.Store(ctx, fmt.Appendf(nil, "round %d writer %d", round, i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, h)
+			wg.Go(func() { errs <- s.Label(ctx, "hot", h) })
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got, err := s.GetByLabel(ctx, "hot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d appends (%d retried after a lost race), %d refs in the label", len(want), s.conflicts.Load(), len(got))
+	}
+	for _, h := range want {
+		if !slices.Contains(got, h) {
+			t.Fatalf("append of %s lost", h)
+		}
+	}
+	t.Logf("%d appends, %d retries", len(want), s.conflicts.Load())
+}

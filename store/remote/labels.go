@@ -1,0 +1,350 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/theater-storefs/theater-storefs/store"
+)
+
+// labelStore keeps label files by name and changes them only by
+// compare-and-swap on a version: the ETag of an object, the mod revision
+// of an etcd key.
+type labelStore interface {
+	// read returns a label file and its version; ErrNotFound if absent.
+	read(ctx context.Context, name string) (data []byte, version string, err error)
+	// write stores a label file if its version is still version
+	// (createOnly: if there is none), else errConflict.
+	write(ctx context.Context, name string, data []byte, version string) error
+	// remove deletes a label file if its version is still version.
+	remove(ctx context.Context, name, version string) error
+	// list calls fn for every name under dir ("" or ending in "/"),
+	// sorted; limit > 0 stops after that many.
+	list(ctx context.Context, dir string, limit int, fn func(name string) error) error
+}
+
+// s3Labels keeps labels as objects labels/<name> beside the blobs.
+type s3Labels struct{ b *bucket }
+
+func (l s3Labels) read(ctx context.Context, name string) ([]byte, string, error) {
+	body, info, err := l.b.get(ctx, store.LabelsDir+"/"+name, 0, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	defer body.Close()
+	data, err := readLimited(body, info.size)
+	return data, info.etag, err
+}
+
+func (l s3Labels) write(ctx context.Context, name string, data []byte, version string) error {
+	_, err := l.b.put(ctx, store.LabelsDir+"/"+name, bytes.NewReader(data), int64(len(data)), version)
+	return err
+}
+
+func (l s3Labels) remove(ctx context.Context, name, version string) error {
+	return l.b.del(ctx, store.LabelsDir+"/"+name, version)
+}
+
+func (l s3Labels) list(ctx context.Context, dir string, limit int, fn func(string) error) error {
+	return l.b.list(ctx, store.LabelsDir+"/"+dir, limit, func(name string, _ objectInfo) error {
+		return fn(dir + name)
+	})
+}
+
+// maxLabelFile bounds what is read of a label, as the local store does: a
+// label of a million refs is 41 MB.
+const maxLabelFile = 64 << 20
+
+func readLimited(r interface{ Read([]byte) (int, error) }, size int64) ([]byte, error) {
+	if size > maxLabelFile {
+		return nil, fmt.Errorf("%w: label file is %d bytes, over the %d limit", store.ErrCorrupt, size, maxLabelFile)
+	}
+	var buf bytes.Buffer
+	if size > 0 {
+		buf.Grow(int(size))
+	}
+	_, err := buf.ReadFrom(&limitReader{r, maxLabelFile + 1})
+	return buf.Bytes(), err
+}
+
+type limitReader struct {
+	r interface{ Read([]byte) (int, error) }
+	n int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, fmt.Errorf("%w: label file over the %d limit", store.ErrCorrupt, maxLabelFile)
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+func labelErr(name string, err error) error { return &store.Error{Op: "label", Name: name, Err: err} }
+
+// current is a label as read for a change.
+type current struct {
+	refs    []store.Hash
+	bad     int    // lines that are not hashes
+	version string // createOnly when the label does not exist
+}
+
+func (c current) exists() bool { return c.version != createOnly }
+
+// errKeep ends a change without writing anything.
+var errKeep = errors.New("label unchanged")
+
+// maxAttempts bounds how often a change is retried after losing a race.
+const maxAttempts = 64
+
+// change reads a label, asks decide for its next refs, and writes them
+// back if nobody changed the label meanwhile; if somebody did, it reads
+// and decides again. No refs removes the label. decide returns errKeep to
+// write nothing.
+func (s *Store) change(ctx context.Context, name string, decide func(cur current) ([]store.Hash, error)) error {
+	if err := store.ValidateLabel(name); err != nil {
+		return err
+	}
+	if err := s.writable(); err != nil {
+		return err
+	}
+	backoff := time.Millisecond
+	for attempt := 0; ; attempt++ {
+		cur, err := s.readLabel(ctx, name)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		next, err := decide(cur)
+		if err == errKeep {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case len(next) == 0 && !cur.exists():
+			return nil
+		case len(next) == 0:
+			err = s.labels.remove(ctx, name, cur.version)
+		default:
+			if !cur.exists() {
+				if err := s.checkNewLabel(ctx, name); err != nil {
+					return err
+				}
+			}
+			err = s.labels.write(ctx, name, store.FormatLabelFile(next), cur.version)
+		}
+		if !errors.Is(err, errConflict) {
+			if err != nil {
+				return labelErr(name, err)
+			}
+			return nil
+		}
+		s.conflicts.Add(1)
+		if attempt+1 >= maxAttempts {
+			return labelErr(name, fmt.Errorf("%w %d times in a row; giving up", errConflict, maxAttempts))
+		}
+		// Lost a race: wait a little, more each time, with jitter so
+		// that racers do not meet again.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff/2 + rand.N(backoff)):
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+// readLabel reads and parses a label. Absent, it is current{} and
+// ErrNotFound.
+func (s *Store) readLabel(ctx context.Context, name string) (current, error) {
+	data, version, err := s.labels.read(ctx, name)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			if ns, nerr := s.isNamespace(ctx, name); nerr == nil && ns {
+				return current{}, labelErr(name, store.ErrIsNamespace)
+			}
+			return current{}, labelErr(name, store.ErrNotFound)
+		}
+		return current{}, labelErr(name, err)
+	}
+	refs, bad := store.ParseLabelFile(data)
+	if len(bad) > 0 {
+		s.log.Warn("skipping label lines that are not hashes", "label", name, "lines", bad)
+	}
+	return current{refs: refs, bad: len(bad), version: version}, nil
+}
+
+// isNamespace reports whether labels live under name/.
+func (s *Store) isNamespace(ctx context.Context, name string) (bool, error) {
+	found := false
+	err := s.labels.list(ctx, name+"/", 1, func(string) error { found = true; return nil })
+	return found, err
+}
+
+// checkNewLabel keeps the local store's shape: a label is not created
+// under another label ("a/b" when "a" is one), nor where labels live
+// below it. A bucket would allow both; a store directory cannot.
+func (s *Store) checkNewLabel(ctx context.Context, name string) error {
+	for i := strings.IndexByte(name, '/'); i >= 0; i = next(name, i) {
+		_, _, err := s.labels.read(ctx, name[:i])
+		if err == nil {
+			return labelErr(name, fmt.Errorf("%w: %q", store.ErrNotNamespace, name[:i]))
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return labelErr(name, err)
+		}
+	}
+	ns, err := s.isNamespace(ctx, name)
+	if err != nil {
+		return labelErr(name, err)
+	}
+	if ns {
+		return labelErr(name, store.ErrIsNamespace)
+	}
+	return nil
+}
+
+// next finds the '/' after the one at i, or -1.
+func next(s string, i int) int {
+	j := strings.IndexByte(s[i+1:], '/')
+	if j < 0 {
+		return -1
+	}
+	return i + 1 + j
+}
+
+// strict refuses to rewrite a label holding lines that are not hashes, so
+// nothing in it is silently dropped; replacing it is the repair.
+func strict(name string, cur current) error {
+	if cur.bad > 0 {
+		return labelErr(name, fmt.Errorf("%w: %d lines that are not hashes; replace the label to repair it", store.ErrCorrupt, cur.bad))
+	}
+	return nil
+}
+
+// GetByLabel returns a label's refs, oldest first.
+func (s *Store) GetByLabel(ctx context.Context, name string) ([]store.Hash, error) {
+	if err := store.ValidateLabel(name); err != nil {
+		return nil, err
+	}
+	if err := s.open(); err != nil {
+		return nil, err
+	}
+	cur, err := s.readLabel(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(cur.refs) == 0 && cur.bad > 0 {
+		return nil, labelErr(name, fmt.Errorf("%w: it holds no hash, only lines that are not hashes; replace the label to repair it", store.ErrCorrupt))
+	}
+	return cur.refs, nil
+}
+
+// ResolveLabel returns the one ref of a label.
+func (s *Store) ResolveLabel(ctx context.Context, name string) (store.Hash, error) {
+	refs, err := s.GetByLabel(ctx, name)
+	if err != nil {
+		return store.Hash{}, err
+	}
+	return store.SingleRef(name, refs)
+}
+
+// Label appends h to a label unless it holds h already; the blob must
+// exist. Appends racing on other nodes are all kept.
+func (s *Store) Label(ctx context.Context, name string, h store.Hash) error {
+	if err := s.mustExist(ctx, h); err != nil {
+		return err
+	}
+	return s.appendRef(ctx, name, h)
+}
+
+func (s *Store) appendRef(ctx context.Context, name string, h store.Hash) error {
+	return s.change(ctx, name, func(cur current) ([]store.Hash, error) {
+		if err := strict(name, cur); err != nil {
+			return nil, err
+		}
+		if slices.Contains(cur.refs, h) {
+			return nil, errKeep
+		}
+		return append(slices.Clip(cur.refs), h), nil
+	})
+}
+
+// ReplaceAtLabel makes a label hold exactly h, which must exist.
+func (s *Store) ReplaceAtLabel(ctx context.Context, name string, h store.Hash) error {
+	if err := s.mustExist(ctx, h); err != nil {
+		return err
+	}
+	return s.replaceRef(ctx, name, h)
+}
+
+func (s *Store) replaceRef(ctx context.Context, name string, h store.Hash) error {
+	return s.change(ctx, name, func(cur current) ([]store.Hash, error) {
+		if cur.bad == 0 && slices.Equal(cur.refs, []store.Hash{h}) {
+			return nil, errKeep
+		}
+		return []store.Hash{h}, nil
+	})
+}
+
+// RemoveLabel deletes a label; its blobs stay until garbage collection.
+func (s *Store) RemoveLabel(ctx context.Context, name string) error {
+	return s.change(ctx, name, func(cur current) ([]store.Hash, error) {
+		if !cur.exists() {
+			return nil, labelErr(name, store.ErrNotFound)
+		}
+		return nil, nil
+	})
+}
+
+// RemoveFromLabel removes one ref from a label; a label left empty is
+// deleted.
+func (s *Store) RemoveFromLabel(ctx context.Context, name string, h store.Hash) error {
+	return s.change(ctx, name, func(cur current) ([]store.Hash, error) {
+		if !cur.exists() {
+			return nil, labelErr(name, store.ErrNotFound)
+		}
+		if err := strict(name, cur); err != nil {
+			return nil, err
+		}
+		i := slices.Index(cur.refs, h)
+		if i < 0 {
+			return nil, labelErr(name, fmt.Errorf("ref %s: %w", h, store.ErrNotFound))
+		}
+		return slices.Delete(slices.Clone(cur.refs), i, i+1), nil
+	})
+}
+
+// ListLabels returns every label name, nested ones as "a/b/c", sorted.
+// Keys that are not valid label names are skipped with a warning.
+func (s *Store) ListLabels(ctx context.Context) ([]string, error) {
+	if err := s.open(); err != nil {
+		return nil, err
+	}
+	var names []string
+	err := s.labels.list(ctx, "", 0, func(name string) error {
+		if err := store.ValidateLabel(name); err != nil {
+			s.log.Warn("skipping label key that is not a label name", "key", name)
+			return nil
+		}
+		names = append(names, name)
+		return nil
+	})
+	if err != nil {
+		return nil, &store.Error{Op: "labels", Err: err}
+	}
+	sort.Strings(names)
+	return names, nil
+}

@@ -1,0 +1,203 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+	"github.com/theater-storefs/theater-storefs/store"
+)
+
+// errConflict is a conditional write that lost to another writer.
+var errConflict = errors.New("changed by another writer")
+
+// bucket is the few S3 calls the store makes, with their errors mapped to
+// the store's sentinels.
+type bucket struct {
+	c      *s3.Client
+	name   string
+	prefix string
+}
+
+func newBucket(ctx context.Context, loc Location) (*bucket, error) {
+	var opts []func(*config.LoadOptions) error
+	if loc.Region != "" {
+		opts = append(opts, config.WithRegion(loc.Region))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: AWS configuration: %w", loc, err)
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1" // what S3-compatible services expect
+	}
+	c := s3.NewFromConfig(cfg, func(o *s3.Options) {
+		if loc.Endpoint != "" {
+			o.BaseEndpoint = aws.String(loc.Endpoint)
+			o.UsePathStyle = true
+		}
+		// Content is verified by its SHA-1 name; the CRC trailers newer
+		// SDKs add are not understood by every S3-compatible service.
+		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	})
+	return &bucket{c: c, name: loc.Bucket, prefix: loc.Prefix}, nil
+}
+
+func (b *bucket) key(k string) *string { return aws.String(b.prefix + k) }
+
+// status returns the HTTP status of a failed call, or 0.
+func status(err error) int {
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode()
+	}
+	return 0
+}
+
+// mapErr turns what S3 answered into the store's sentinels: a missing key
+// is ErrNotFound, a failed condition errConflict. conditional says the call
+// carried a condition: some services (Ceph RGW) answer a lost race between
+// conditional PUTs with 500, which is then a conflict to re-read, too.
+func mapErr(err error, conditional bool) error {
+	if err == nil {
+		return nil
+	}
+	var ae smithy.APIError
+	code := ""
+	if errors.As(err, &ae) {
+		code = ae.ErrorCode()
+	}
+	switch st := status(err); {
+	case st == http.StatusNotFound || code == "NoSuchKey" || code == "NotFound":
+		return fmt.Errorf("%w (%s)", store.ErrNotFound, short(err))
+	case st == http.StatusPreconditionFailed || code == "PreconditionFailed":
+		return errConflict
+	case st == http.StatusConflict && conditional:
+		return errConflict // ConditionalRequestConflict: a race in progress
+	case st >= 500 && conditional:
+		return errConflict
+	}
+	return errors.New(short(err))
+}
+
+// short cuts the SDK's layered message ("operation error S3: PutObject,
+// https response error StatusCode: 403, RequestID: ..., api error
+// AccessDenied: ...") to what a user needs: the call, the status and the
+// service's words.
+func short(err error) string {
+	var oe *smithy.OperationError
+	var ae smithy.APIError
+	if errors.As(err, &oe) && errors.As(err, &ae) {
+		if st := status(err); st != 0 {
+			return fmt.Sprintf("S3 %s: %d %s: %s", oe.OperationName, st, ae.ErrorCode(), ae.ErrorMessage())
+		}
+		return fmt.Sprintf("S3 %s: %s: %s", oe.OperationName, ae.ErrorCode(), ae.ErrorMessage())
+	}
+	if errors.As(err, &oe) {
+		return fmt.Sprintf("S3 %s: %v", oe.OperationName, oe.Err)
+	}
+	return err.Error()
+}
+
+// unquote takes the quotes off an ETag. Conditions are sent without them:
+// Ceph RGW matches only the bare value, and AWS and versitygw take both.
+func unquote(etag string) string { return strings.Trim(etag, `"`) }
+
+type objectInfo struct {
+	size int64
+	etag string
+	mod  time.Time
+}
+
+func (b *bucket) head(ctx context.Context, key string) (objectInfo, error) {
+	out, err := b.c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &b.name, Key: b.key(key)})
+	if err != nil {
+		return objectInfo{}, mapErr(err, false)
+	}
+	return objectInfo{aws.ToInt64(out.ContentLength), unquote(aws.ToString(out.ETag)), aws.ToTime(out.LastModified)}, nil
+}
+
+// get opens an object, or the bytes [off, off+n) of it when n > 0.
+func (b *bucket) get(ctx context.Context, key string, off, n int64) (io.ReadCloser, objectInfo, error) {
+	in := &s3.GetObjectInput{Bucket: &b.name, Key: b.key(key)}
+	if n > 0 {
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1))
+	}
+	out, err := b.c.GetObject(ctx, in)
+	if err != nil {
+		return nil, objectInfo{}, mapErr(err, false)
+	}
+	return out.Body, objectInfo{aws.ToInt64(out.ContentLength), unquote(aws.ToString(out.ETag)), aws.ToTime(out.LastModified)}, nil
+}
+
+// Conditions of put: anyVersion writes whatever is there; createOnly
+// only where nothing is; any other value only over that ETag.
+const (
+	anyVersion = "*any*"
+	createOnly = ""
+)
+
+// put writes an object of size bytes from body, if the condition holds,
+// and returns its new ETag.
+func (b *bucket) put(ctx context.Context, key string, body io.ReadSeeker, size int64, ifVersion string) (string, error) {
+	in := &s3.PutObjectInput{Bucket: &b.name, Key: b.key(key), Body: body, ContentLength: aws.Int64(size)}
+	switch ifVersion {
+	case anyVersion:
+	case createOnly:
+		in.IfNoneMatch = aws.String("*")
+	default:
+		in.IfMatch = aws.String(ifVersion)
+	}
+	out, err := b.c.PutObject(ctx, in)
+	if err != nil {
+		return "", mapErr(err, ifVersion != anyVersion)
+	}
+	return unquote(aws.ToString(out.ETag)), nil
+}
+
+// del removes an object if its ETag is still version ("" for any).
+func (b *bucket) del(ctx context.Context, key, version string) error {
+	in := &s3.DeleteObjectInput{Bucket: &b.name, Key: b.key(key)}
+	if version != "" {
+		in.IfMatch = aws.String(version)
+	}
+	_, err := b.c.DeleteObject(ctx, in)
+	return mapErr(err, version != "")
+}
+
+// list calls fn for every key under dir, in key order, without dir.
+// limit > 0 stops after that many.
+func (b *bucket) list(ctx context.Context, dir string, limit int, fn func(name string, info objectInfo) error) error {
+	in := &s3.ListObjectsV2Input{Bucket: &b.name, Prefix: b.key(dir)}
+	if limit > 0 {
+		in.MaxKeys = aws.Int32(int32(limit))
+	}
+	p := s3.NewListObjectsV2Paginator(b.c, in)
+	seen := 0
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return mapErr(err, false)
+		}
+		for _, o := range page.Contents {
+			name := strings.TrimPrefix(aws.ToString(o.Key), b.prefix+dir)
+			if err := fn(name, objectInfo{aws.ToInt64(o.Size), unquote(aws.ToString(o.ETag)), aws.ToTime(o.LastModified)}); err != nil {
+				return err
+			}
+			if seen++; limit > 0 && seen >= limit {
+				return nil
+			}
+		}
+	}
+	return nil
+}

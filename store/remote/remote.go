@@ -1,0 +1,101 @@
+// Package remote keeps a content store in an S3-compatible bucket (Ceph
+// RGW, SeaweedFS, versitygw, AWS S3), laid out as a store directory is:
+// blobs at <prefix>data/<sha1>, labels at <prefix>labels/<name>, so a
+// bucket mirrors a local store and `theater-storefs sync` copies between
+// them.
+//
+// Several nodes may share a bucket. Blobs are immutable and named by their
+// content, so two nodes storing the same blob write the same bytes; they
+// are written create-only (If-None-Match: *). Labels change only by
+// compare-and-swap on the object's ETag (If-Match), retried after a lost
+// race, so an append racing with another node's append keeps both.
+//
+// There is no owner goroutine here as in the local store: the service's
+// conditional writes are what orders changes, across goroutines and nodes
+// alike.
+package remote
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"sync/atomic"
+
+	"github.com/theater-storefs/theater-storefs/store"
+)
+
+// Options tune a remote Store.
+type Options struct {
+	// Logger receives warnings about what the store skips. Nil means
+	// slog.Default().
+	Logger *slog.Logger
+	// SpoolDir holds content on its way to the bucket, which must be
+	// hashed before it can be named. Empty means os.TempDir().
+	SpoolDir string
+	// ReadOnly refuses every change.
+	ReadOnly bool
+}
+
+// Store is a content store in a bucket. It is safe for concurrent use.
+type Store struct {
+	loc      Location
+	b        *bucket
+	labels   labelStore
+	log      *slog.Logger
+	spoolDir string
+	readOnly bool
+	closed   atomic.Bool
+	// conflicts counts label changes that lost a race and were retried.
+	conflicts atomic.Int64
+}
+
+var _ store.Backend = (*Store)(nil)
+
+// Open opens the store at loc. Credentials come from the usual AWS
+// environment variables and files. Nothing is created: a bucket is made by
+// whoever runs the service, and an empty bucket is an empty store.
+func Open(ctx context.Context, loc Location, opts Options) (*Store, error) {
+	b, err := newBucket(ctx, loc)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{loc: loc, b: b, labels: s3Labels{b}, log: opts.Logger, spoolDir: opts.SpoolDir, readOnly: opts.ReadOnly}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.spoolDir == "" {
+		s.spoolDir = os.TempDir()
+	}
+	// One listing call tells a missing bucket or bad credentials apart
+	// from a working store, before any command depends on it.
+	if err := b.list(ctx, store.DataDir+"/", 1, func(string, objectInfo) error { return nil }); err != nil {
+		return nil, &store.Error{Op: "store", Name: loc.String(), Err: err}
+	}
+	return s, nil
+}
+
+// Location returns where the store is.
+func (s *Store) Location() Location { return s.loc }
+
+// Close ends the use of the store. Later calls return ErrClosed.
+func (s *Store) Close() error {
+	s.closed.Store(true)
+	return nil
+}
+
+func (s *Store) open() error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	return nil
+}
+
+func (s *Store) writable() error {
+	if err := s.open(); err != nil {
+		return err
+	}
+	if s.readOnly {
+		return &store.Error{Op: "store", Name: s.loc.String(), Err: os.ErrPermission}
+	}
+	return nil
+}

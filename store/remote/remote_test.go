@@ -1,0 +1,162 @@
+package remote_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/theater-storefs/theater-storefs/internal/s3test"
+	"github.com/theater-storefs/theater-storefs/store"
+	"github.com/theater-storefs/theater-storefs/store/remote"
+	"github.com/theater-storefs/theater-storefs/store/storetest"
+)
+
+var ctx = context.Background()
+
+var buckets atomic.Int64
+
+// openIn makes a fresh bucket on srv and opens a store in it, under a
+// prefix so that the prefix is exercised too.
+func openIn(t *testing.T, srv *s3test.Server) (*remote.Store, string) {
+	t.Helper()
+	name := fmt.Sprintf("bucket-%d", buckets.Add(1))
+	u := srv.Bucket(t, name, "theater/store")
+	loc, err := remote.ParseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := remote.Open(ctx, loc, remote.Options{SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, name
+}
+
+func TestConformance(t *testing.T) {
+	srv := s3test.Start(t)
+	storetest.Run(t, func(t *testing.T) store.Backend {
+		s, _ := openIn(t, srv)
+		return s
+	})
+}
+
+// putRaw writes an object as another tool would.
+func putRaw(t *testing.T, srv *s3test.Server, bucket, key string, body []byte) {
+	t.Helper()
+	_, err := srv.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: aws.String("theater/store/" + key), Body: bytes.NewReader(body)})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRemote(t *testing.T) {
+	srv := s3test.Start(t)
+
+	t.Run("CorruptBlob", func(t *testing.T) {
+		s, bucket := openIn(t, srv)
+		h, _ := store.Sum([]byte("the real content"))
+		putRaw(t, srv, bucket, "data/"+h.String(), []byte("something else!!"))
+		_, err := s.Get(ctx, h)
+		if !errors.Is(err, store.ErrCorrupt) {
+			t.Fatalf("Get of a blob that does not hash to its name: %v", err)
+		}
+		r, _, err := s.OpenBlob(ctx, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		if _, err := io.ReadAll(r); !errors.Is(err, store.ErrCorrupt) {
+			t.Fatalf("reading it through: %v", err)
+		}
+		// Storing the real content over it with another size repairs it.
+		putRaw(t, srv, bucket, "data/"+h.String(), []byte("short"))
+		if _, err := s.Store(ctx, []byte("the real content")); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Get(ctx, h); err != nil || string(got) != "the real content" {
+			t.Fatalf("after repair: %q, %v", got, err)
+		}
+	})
+
+	t.Run("TornLabel", func(t *testing.T) {
+		s, bucket := openIn(t, srv)
+		h := mustStore(t, s, "a")
+		putRaw(t, srv, bucket, "labels/torn", []byte(h.String()+"\n0123abc"))
+		got, err := s.GetByLabel(ctx, "torn")
+		if err != nil || len(got) != 1 || got[0] != h {
+			t.Fatalf("a torn last line should leave the ref before it: %v, %v", got, err)
+		}
+		h2 := mustStore(t, s, "b")
+		if err := s.Label(ctx, "torn", h2); !errors.Is(err, store.ErrCorrupt) {
+			t.Fatalf("appending to a label with bad lines: %v", err)
+		}
+		if err := s.ReplaceAtLabel(ctx, "torn", h2); err != nil {
+			t.Fatalf("replacing repairs it: %v", err)
+		}
+		putRaw(t, srv, bucket, "labels/junk", []byte("not a hash"))
+		if _, err := s.GetByLabel(ctx, "junk"); !errors.Is(err, store.ErrCorrupt) {
+			t.Fatalf("a label with no hash: %v", err)
+		}
+	})
+
+	t.Run("Layout", func(t *testing.T) {
+		// The bucket mirrors a store directory: versitygw's posix
+		// backend shows it as one.
+		s, bucket := openIn(t, srv)
+		h, err := s.PutAtLabel(ctx, "team/x", []byte("content"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		local, err := store.Open(srv.Root+"/"+bucket+"/theater/store", store.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer local.Close()
+		if got, err := local.ResolveReference(ctx, "store:team/x"); err != nil || string(got) != "content" {
+			t.Fatalf("the local store reads %q, %v", got, err)
+		}
+		rep, err := local.Verify(ctx, nil)
+		if err != nil || len(rep.Problems) != 0 {
+			t.Fatalf("fsck of the bucket's directory: %+v, %v", rep, err)
+		}
+		_ = h
+	})
+
+	t.Run("NoBucket", func(t *testing.T) {
+		loc, _ := remote.ParseURL(srv.URL("no-such-bucket", ""))
+		_, err := remote.Open(ctx, loc, remote.Options{})
+		if err == nil || !strings.Contains(err.Error(), "NoSuchBucket") || strings.Contains(err.Error(), "\n") {
+			t.Fatalf("opening a missing bucket: %v", err)
+		}
+	})
+
+	t.Run("ReadOnly", func(t *testing.T) {
+		_, bucket := openIn(t, srv)
+		loc, _ := remote.ParseURL(srv.URL(bucket, "theater/store"))
+		ro, err := remote.Open(ctx, loc, remote.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ro.Store(ctx, []byte("x")); !errors.Is(err, os.ErrPermission) {
+			t.Fatalf("Store on a read-only store: %v", err)
+		}
+	})
+}
+
+func mustStore(t *testing.T, s store.Backend, content string) store.Hash {
+	t.Helper()
+	h, err := s.Store(ctx, []byte(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
