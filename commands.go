@@ -89,6 +89,19 @@ func commands() []*cli.Command {
 			Action: cmdFsck,
 		},
 		{
+			Name:      "sync",
+			Usage:     "copy every blob and label of one store into another: a directory or a bucket",
+			ArgsUsage: "FROM TO (a store directory or s3://BUCKET/PREFIX?endpoint=URL)",
+			Description: "Blobs TO lacks are copied, each verified on the way; then every label of FROM\n" +
+				"is made to hold the same refs at TO. What TO has is kept, so a sync cut short\n" +
+				"resumes where it stopped. Labels and blobs only TO has are left alone.",
+			Flags: []cli.Flag{
+				jsonFlag,
+				&cli.IntFlag{Name: "jobs", Value: 8, Usage: "copy `N` blobs at once"},
+			},
+			Action: cmdSync,
+		},
+		{
 			Name:  "gc",
 			Usage: "remove blobs that no label or actor chain reaches",
 			Flags: []cli.Flag{
@@ -435,7 +448,7 @@ func cmdChain(c *cli.Context) error {
 		return err
 	}
 	defer s.Close()
-	links, broken, err := s.Chain(c.Context, id)
+	links, broken, err := store.Chain(c.Context, s, id)
 	if err != nil {
 		return err
 	}
@@ -492,7 +505,7 @@ func cmdFsck(c *cli.Context) error {
 	if err := nargs(c, 0, 0); err != nil {
 		return err
 	}
-	s, err := openStore(c, false)
+	s, err := openLocal(c, false)
 	if err != nil {
 		return err
 	}
@@ -531,7 +544,7 @@ func cmdGC(c *cli.Context) error {
 	if grace < 0 {
 		return usagef("gc: --grace %v is negative; 0 keeps no unreachable blob", grace)
 	}
-	s, err := openStore(c, false)
+	s, err := openLocal(c, false)
 	if err != nil {
 		return err
 	}
@@ -584,4 +597,39 @@ func gcJSON(rep *store.GCReport) gcReportJSON {
 		out.Removed[i] = h.String()
 	}
 	return out
+}
+
+func cmdSync(c *cli.Context) error {
+	if err := nargs(c, 2, 2); err != nil {
+		return err
+	}
+	if c.Int("jobs") < 1 {
+		return usagef("sync: --jobs %d: want at least 1", c.Int("jobs"))
+	}
+	from, to := c.Args().Get(0), c.Args().Get(1)
+	if from == to {
+		return usagef("sync: FROM and TO are the same store")
+	}
+	src, err := openAt(c, from, false)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := openAt(c, to, true)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	progress, done := progressFor(c, "sync")
+	rep, err := store.Copy(c.Context, src, dst, store.CopyOptions{Jobs: c.Int("jobs"), Progress: progress})
+	done()
+	if err != nil {
+		return fmt.Errorf("sync: %w (run it again to resume)", err)
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, rep)
+	}
+	fmt.Fprintf(c.App.ErrWriter, "copied %d blobs (%s) and %d labels; %d blobs and %d labels were there already\n",
+		rep.Copied, humanSize(rep.Bytes), rep.LabelsCopied, rep.Blobs-rep.Copied, rep.Labels-rep.LabelsCopied)
+	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/theater-storefs/theater-storefs/store"
+	"github.com/theater-storefs/theater-storefs/store/remote"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 )
@@ -136,7 +137,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{
 				Name:    "store",
-				Usage:   "the store `DIR` (default: $THEATER_HOME/store, else ./store)",
+				Usage:   "the store `DIR`, or a bucket: s3://BUCKET/PREFIX?endpoint=URL (default: $THEATER_HOME/store, else ./store)",
 				EnvVars: []string{"THEATER_STORE"},
 			},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log as `text` or json"},
@@ -193,10 +194,36 @@ func storeDir(c *cli.Context) string {
 	return "store"
 }
 
-// openStore opens the store the flags name. Only commands that write
-// (create is true) make a store that is not there yet.
-func openStore(c *cli.Context, create bool) (*store.Store, error) {
+// openStore opens the store the flags name: a directory, or a bucket
+// (s3://...). Only commands that write (create is true) make a store
+// directory that is not there yet; a bucket is made by its service.
+func openStore(c *cli.Context, create bool) (store.Backend, error) {
+	return openAt(c, storeDir(c), create)
+}
+
+// openAt opens the store at where, a directory or a bucket.
+func openAt(c *cli.Context, where string, create bool) (store.Backend, error) {
+	if remote.IsURL(where) {
+		loc, err := remote.ParseURL(where)
+		if err != nil {
+			return nil, usageError{err.Error()}
+		}
+		return remote.Open(c.Context, loc, remote.Options{})
+	}
+	return openDir(where, create)
+}
+
+// openLocal opens the store directory the flags name, for what only a
+// directory does.
+func openLocal(c *cli.Context, create bool) (*store.Store, error) {
 	dir := storeDir(c)
+	if remote.IsURL(dir) {
+		return nil, usagef("%s: works on a store directory, not on a bucket (%s); copy the bucket with sync first", c.Command.Name, dir)
+	}
+	return openDir(dir, create)
+}
+
+func openDir(dir string, create bool) (*store.Store, error) {
 	if !create {
 		if _, err := os.Stat(filepath.Join(dir, store.DataDir)); err != nil {
 			return nil, fmt.Errorf("no store at %s (set --store or THEATER_STORE): %w", dir, errors.Unwrap(err))

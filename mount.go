@@ -20,6 +20,7 @@ import (
 
 	"github.com/theater-storefs/theater-storefs/fs"
 	"github.com/theater-storefs/theater-storefs/store"
+	"github.com/theater-storefs/theater-storefs/store/remote"
 	"github.com/urfave/cli/v2"
 )
 
@@ -74,6 +75,9 @@ func cmdMount(c *cli.Context) error {
 	mnt, err := filepath.Abs(c.Args().First())
 	if err != nil {
 		return err
+	}
+	if remote.IsURL(storeDir(c)) {
+		return usagef("mount: serves a store directory; mounting a bucket (%s) is not done yet", storeDir(c))
 	}
 	dir, err := filepath.Abs(storeDir(c))
 	if err != nil {

@@ -66,11 +66,19 @@ func (s *Store) OpenBlob(ctx context.Context, h Hash) (Blob, BlobInfo, error) {
 
 // ReadBlob reads a whole blob into memory (Theater's get).
 func ReadBlob(ctx context.Context, b Backend, h Hash) ([]byte, error) {
+	return readBlob(ctx, b, h, -1)
+}
+
+// readBlob is ReadBlob of a blob of at most max bytes (-1: any).
+func readBlob(ctx context.Context, b Backend, h Hash, max int64) ([]byte, error) {
 	r, bi, err := b.OpenBlob(ctx, h)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
+	if max >= 0 && bi.Size > max {
+		return nil, blobErr(h, fmt.Errorf("%d bytes, over the %d this read allows", bi.Size, max))
+	}
 	buf := make([]byte, bi.Size)
 	if _, err := io.ReadFull(r, buf); err != nil {
 		return nil, blobErr(h, err)

@@ -113,7 +113,12 @@ type ChainLink struct {
 // as broken (nil for a chain that reaches its root) alongside what was
 // walked. At most limit events are walked (0 = no limit).
 func (s *Store) WalkChain(ctx context.Context, head Hash, limit int) (links []ChainLink, broken error) {
-	broken = s.VisitChain(ctx, head, func(l ChainLink) bool {
+	return WalkChain(ctx, s, head, limit)
+}
+
+// WalkChain is (*Store).WalkChain in any backend.
+func WalkChain(ctx context.Context, b Backend, head Hash, limit int) (links []ChainLink, broken error) {
+	broken = VisitChain(ctx, b, head, func(l ChainLink) bool {
 		links = append(links, l)
 		return limit <= 0 || len(links) < limit
 	})
@@ -126,6 +131,11 @@ func (s *Store) WalkChain(ctx context.Context, head Hash, limit int) (links []Ch
 // false, and returns why the chain ended early (nil at its root or where
 // visit stopped it).
 func (s *Store) VisitChain(ctx context.Context, head Hash, visit func(ChainLink) bool) (broken error) {
+	return VisitChain(ctx, s, head, visit)
+}
+
+// VisitChain is (*Store).VisitChain in any backend.
+func VisitChain(ctx context.Context, b Backend, head Hash, visit func(ChainLink) bool) (broken error) {
 	seen := map[Hash]struct{}{}
 	for h := head; ; {
 		if err := ctx.Err(); err != nil {
@@ -135,11 +145,7 @@ func (s *Store) VisitChain(ctx context.Context, head Hash, visit func(ChainLink)
 			return fmt.Errorf("cycle: event %s already seen", h)
 		}
 		seen[h] = struct{}{}
-		b, err := s.Get(ctx, h)
-		if err != nil {
-			return fmt.Errorf("event %s: %w", h, err)
-		}
-		ev, err := ParseChainEvent(b)
+		ev, err := readEvent(ctx, b, h)
 		if err != nil {
 			return fmt.Errorf("event %s: %w", h, err)
 		}
@@ -150,25 +156,38 @@ func (s *Store) VisitChain(ctx context.Context, head Hash, visit func(ChainLink)
 	}
 }
 
+// maxEvent bounds what is read of one chain event.
+const maxEvent = 64 << 20
+
+func readEvent(ctx context.Context, b Backend, h Hash) (*ChainEvent, error) {
+	data, err := readBlob(ctx, b, h, maxEvent)
+	if err != nil {
+		return nil, err
+	}
+	return ParseChainEvent(data)
+}
+
 // Chain returns an actor's events newest first, starting at its
 // chain-head label (its newest ref, as the mount's chain/ does, should it
 // hold more than one). A broken link ends the chain: the events before it
 // are returned with the reason in broken, and the break is logged.
 func (s *Store) Chain(ctx context.Context, actorID string) (links []ChainLink, broken error, err error) {
-	li, err := s.StatLabel(ctx, ChainHeadLabel(actorID))
-	if err == nil {
-		err = li.Corrupt(ChainHeadLabel(actorID))
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	head, ok := li.Head()
-	if !ok {
-		return nil, nil, labelErr(ChainHeadLabel(actorID), fmt.Errorf("%w: label holds no refs", ErrNotFound))
-	}
-	links, broken = s.WalkChain(ctx, head, 0)
+	links, broken, err = Chain(ctx, s, actorID)
 	if broken != nil {
 		s.log.Warn("actor chain is broken; it ends there", "actor", actorID, "reason", broken)
 	}
+	return links, broken, err
+}
+
+// Chain is (*Store).Chain in any backend, without the log line.
+func Chain(ctx context.Context, b Backend, actorID string) (links []ChainLink, broken error, err error) {
+	refs, err := b.GetByLabel(ctx, ChainHeadLabel(actorID))
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(refs) == 0 {
+		return nil, nil, labelErr(ChainHeadLabel(actorID), fmt.Errorf("%w: label holds no refs", ErrNotFound))
+	}
+	links, broken = WalkChain(ctx, b, refs[len(refs)-1], 0)
 	return links, broken, nil
 }

@@ -17,3 +17,15 @@ func TestConformance(t *testing.T) {
 		return s
 	})
 }
+
+func TestCopy(t *testing.T) {
+	open := func() store.Backend {
+		s, err := store.Open(t.TempDir(), store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	storetest.RunCopy(t, open(), open(), open())
+}

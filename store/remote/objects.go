@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
 	"github.com/theater-storefs/theater-storefs/store"
 )
 
@@ -29,13 +31,21 @@ type bucket struct {
 }
 
 func newBucket(ctx context.Context, loc Location) (*bucket, error) {
-	var opts []func(*config.LoadOptions) error
+	// The SDK's own log lines (IMDS fallbacks and the like) would break
+	// the one-line errors users see; what matters comes back as errors.
+	opts := []func(*config.LoadOptions) error{config.WithLogger(logging.Nop{})}
 	if loc.Region != "" {
 		opts = append(opts, config.WithRegion(loc.Region))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: AWS configuration: %w", loc, err)
+	}
+	if cfg.Credentials == nil {
+		return nil, fmt.Errorf("store %s: no AWS credentials provider", loc)
+	}
+	if _, err := cfg.Credentials.Retrieve(ctx); err != nil {
+		return nil, fmt.Errorf("store %s: no AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)", loc)
 	}
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1" // what S3-compatible services expect
@@ -78,6 +88,8 @@ func mapErr(err error, conditional bool) error {
 		code = ae.ErrorCode()
 	}
 	switch st := status(err); {
+	case code == "NoSuchBucket":
+		return fmt.Errorf("%w: the bucket does not exist (%s)", store.ErrNotFound, short(err))
 	case st == http.StatusNotFound || code == "NoSuchKey" || code == "NotFound":
 		return fmt.Errorf("%w (%s)", store.ErrNotFound, short(err))
 	case st == http.StatusPreconditionFailed || code == "PreconditionFailed":
@@ -102,6 +114,10 @@ func short(err error) string {
 			return fmt.Sprintf("S3 %s: %d %s: %s", oe.OperationName, st, ae.ErrorCode(), ae.ErrorMessage())
 		}
 		return fmt.Sprintf("S3 %s: %s: %s", oe.OperationName, ae.ErrorCode(), ae.ErrorMessage())
+	}
+	var ne *net.OpError
+	if errors.As(err, &oe) && errors.As(err, &ne) {
+		return fmt.Sprintf("S3 %s: %v", oe.OperationName, ne)
 	}
 	if errors.As(err, &oe) {
 		return fmt.Sprintf("S3 %s: %v", oe.OperationName, oe.Err)

@@ -68,16 +68,17 @@ func ParseURL(s string) (Location, error) {
 
 // String gives the location back as a URL.
 func (l Location) String() string {
-	s := Scheme + l.Bucket + "/" + strings.TrimSuffix(l.Prefix, "/")
-	q := url.Values{}
+	s := Scheme + l.Bucket
+	if l.Prefix != "" {
+		s += "/" + strings.TrimSuffix(l.Prefix, "/")
+	}
+	sep := "?"
 	if l.Endpoint != "" {
-		q.Set("endpoint", l.Endpoint)
+		s += sep + "endpoint=" + l.Endpoint
+		sep = "&"
 	}
 	if l.Region != "" {
-		q.Set("region", l.Region)
-	}
-	if len(q) > 0 {
-		s += "?" + q.Encode()
+		s += sep + "region=" + url.QueryEscape(l.Region)
 	}
 	return s
 }

@@ -1,0 +1,97 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/theater-storefs/theater-storefs/internal/s3test"
+)
+
+// TestBucketCommands drives the commands on a bucket as a user would:
+// --store s3://..., then sync to a directory and back.
+func TestBucketCommands(t *testing.T) {
+	srv := s3test.Start(t)
+	url := srv.Bucket(t, "theater", "nodes/shared")
+	ok := func(args ...string) string {
+		t.Helper()
+		r := cli(t, append([]string{"--store", url}, args...)...)
+		if r.code != 0 {
+			t.Fatalf("want success:\n%s", r)
+		}
+		return r.stdout
+	}
+	in := filepath.Join(t.TempDir(), "in")
+	os.WriteFile(in, []byte("hello bucket\n"), 0o644)
+	h := strings.TrimSpace(ok("put", "--label", "greet", in))
+	if h != sha1Hex([]byte("hello bucket\n")) {
+		t.Fatalf("put printed %q", h)
+	}
+	if got := ok("get", "store:greet"); got != "hello bucket\n" {
+		t.Fatalf("get: %q", got)
+	}
+	ok("label", "team/x", h)
+	if got := ok("labels"); got != "greet\nteam/x\n" {
+		t.Fatalf("labels: %q", got)
+	}
+	if got := ok("refs", "team/x"); got != h+"\n" {
+		t.Fatalf("refs: %q", got)
+	}
+	if got := ok("ls"); got != h+" 13\n" {
+		t.Fatalf("ls: %q", got)
+	}
+	ok("unlabel", "team/x")
+	if got := ok("labels"); got != "greet\n" {
+		t.Fatalf("labels after unlabel: %q", got)
+	}
+	// The bucket's objects are where a store directory keeps them.
+	if _, err := os.Stat(filepath.Join(srv.Root, "theater", "nodes", "shared", "data", h)); err != nil {
+		t.Fatal(err)
+	}
+
+	// sync to a new directory and back to another prefix.
+	dir := filepath.Join(t.TempDir(), "copy")
+	if r := cli(t, "sync", url, dir); r.code != 0 || !strings.Contains(r.stderr, "copied 1 blobs") {
+		t.Fatalf("sync to a directory:\n%s", r)
+	}
+	if r := cli(t, "--store", dir, "fsck"); r.code != 0 {
+		t.Fatalf("fsck of the copy:\n%s", r)
+	}
+	back := srv.URL("theater", "nodes/other")
+	if r := cli(t, "sync", dir, back); r.code != 0 {
+		t.Fatalf("sync back:\n%s", r)
+	}
+	if r := cli(t, "--store", back, "get", "store:greet"); r.code != 0 || r.stdout != "hello bucket\n" {
+		t.Fatalf("get from the synced prefix:\n%s", r)
+	}
+
+	// Failures are one line, with the right exit code.
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--store", url, "fsck"}, 2, "not on a bucket"},
+		{[]string{"--store", url, "mount", t.TempDir()}, 2, "mounting a bucket"},
+		{[]string{"--store", srv.URL("missing", ""), "labels"}, 1, "the bucket does not exist"},
+		{[]string{"--store", "s3://theater?endpont=x", "labels"}, 2, "unknown parameter endpont"},
+		{[]string{"--store", url, "get", "store:nobody"}, 1, "not found"},
+	} {
+		r := cli(t, c.args...)
+		if r.code != c.code || !strings.Contains(r.stderr, c.want) || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+			t.Errorf("want exit %d and one line with %q:\n%s", c.code, c.want, r)
+		}
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true") // no waiting on a metadata service
+	if r := cli(t, "--store", url, "labels"); r.code != 1 || !strings.Contains(r.stderr, "no AWS credentials") {
+		t.Errorf("without credentials:\n%s", r)
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", s3test.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+	if r := cli(t, "--store", url, "labels"); r.code != 1 || !strings.Contains(r.stderr, "SignatureDoesNotMatch") {
+		t.Errorf("with a wrong secret:\n%s", r)
+	}
+}

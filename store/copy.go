@@ -1,0 +1,181 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// CopyOptions tune Copy.
+type CopyOptions struct {
+	// Jobs is how many blobs are copied at once; 0 means 8. A bucket
+	// answers each request in a round trip, so a few in flight keep it
+	// busy.
+	Jobs int
+	// Progress is told how many of the blobs to copy are done.
+	Progress Progress
+}
+
+// CopyReport says what Copy did.
+type CopyReport struct {
+	Blobs        int   `json:"blobs"`         // blobs in the source
+	Copied       int   `json:"copied"`        // of them, copied now
+	Bytes        int64 `json:"bytes"`         // the bytes copied
+	Labels       int   `json:"labels"`        // labels in the source
+	LabelsCopied int   `json:"labels_copied"` // of them, changed at the destination
+}
+
+// Copy brings every blob and label of src into dst: blobs dst lacks are
+// copied (each verified on the way: it must hash to its name), then every
+// label of dst is made to hold what it holds in src. Labels come last, so
+// no label at dst points at a blob not yet there. What dst has already is
+// left alone, so a copy that was cut short resumes where it stopped. Labels
+// and blobs only dst has are kept.
+func Copy(ctx context.Context, src, dst Backend, opts CopyOptions) (*CopyReport, error) {
+	rep := &CopyReport{}
+	have, err := dst.ListAllContent(ctx)
+	if err != nil {
+		return rep, err
+	}
+	all, err := src.ListAllContent(ctx)
+	if err != nil {
+		return rep, err
+	}
+	rep.Blobs = len(all)
+	slices.SortFunc(have, compareHash)
+	var todo []Hash
+	for _, h := range all {
+		if _, found := slices.BinarySearchFunc(have, h, compareHash); !found {
+			todo = append(todo, h)
+		}
+	}
+	if err := copyBlobs(ctx, src, dst, todo, opts, rep); err != nil {
+		return rep, err
+	}
+	names, err := src.ListLabels(ctx)
+	if err != nil {
+		return rep, err
+	}
+	rep.Labels = len(names)
+	for _, name := range names {
+		changed, err := copyLabel(ctx, src, dst, name)
+		if err != nil {
+			return rep, err
+		}
+		if changed {
+			rep.LabelsCopied++
+		}
+	}
+	return rep, nil
+}
+
+func compareHash(a, b Hash) int { return bytes.Compare(a[:], b[:]) }
+
+func copyBlobs(ctx context.Context, src, dst Backend, todo []Hash, opts CopyOptions, rep *CopyReport) error {
+	jobs := opts.Jobs
+	if jobs <= 0 {
+		jobs = 8
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := make(chan Hash)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		done     atomic.Int64
+	)
+	for range min(jobs, max(len(todo), 1)) {
+		wg.Go(func() {
+			for h := range work {
+				n, err := copyBlob(ctx, src, dst, h)
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+					cancel()
+				}
+				if err == nil {
+					rep.Copied++
+					rep.Bytes += n
+				}
+				mu.Unlock()
+				if opts.Progress != nil {
+					opts.Progress(int(done.Add(1)), len(todo))
+				}
+			}
+		})
+	}
+	for _, h := range todo {
+		select {
+		case work <- h:
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
+	close(work)
+	wg.Wait()
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	return firstErr
+}
+
+// copyBlob copies one blob, streamed: the source verifies it as it is
+// read, and the destination names it by the hash of what arrived.
+func copyBlob(ctx context.Context, src, dst Backend, h Hash) (int64, error) {
+	r, _, err := src.OpenBlob(ctx, h)
+	if errors.Is(err, ErrNotFound) {
+		return 0, nil // removed from the source since it was listed
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	got, n, err := dst.PutLabeled(ctx, r, "", LabelNone)
+	if err != nil {
+		return n, fmt.Errorf("copying blob %s: %w", h, err)
+	}
+	if got != h {
+		return n, blobErr(h, fmt.Errorf("%w: content hashes to %s", ErrCorrupt, got))
+	}
+	return n, nil
+}
+
+// copyLabel makes dst's label hold src's refs, in order, and reports
+// whether it had to change it.
+func copyLabel(ctx context.Context, src, dst Backend, name string) (bool, error) {
+	want, err := src.GetByLabel(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil // removed since listed
+	}
+	if err != nil {
+		return false, err
+	}
+	got, err := dst.GetByLabel(ctx, name)
+	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrCorrupt) {
+		return false, err
+	}
+	if err == nil && slices.Equal(got, want) {
+		return false, nil
+	}
+	if len(want) == 0 {
+		return false, nil
+	}
+	// Replace, then append the rest: each step leaves a label that
+	// names blobs that are there, and a copy cut short between them is
+	// finished by the next.
+	if err := dst.ReplaceAtLabel(ctx, name, want[0]); err != nil {
+		return false, err
+	}
+	for _, h := range want[1:] {
+		if err := dst.Label(ctx, name, h); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
