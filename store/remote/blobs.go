@@ -21,15 +21,30 @@ func blobKey(h store.Hash) string { return store.DataDir + "/" + h.String() }
 // maxPut is the largest object one S3 PUT may carry.
 const maxPut = 5 << 30
 
-// copyBufs are the buffers content is spooled through.
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+// smallBlob is the most content PutLabeled holds in memory.
+const smallBlob = 1 << 20
+
+// copyBufs hold small blobs and carry large ones to the spool.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, smallBlob); return &b }}
 
 // PutLabeled stores everything r yields and updates label as mode says.
-// The content is spooled to a local file while it is hashed, since its
-// name must be known before it is uploaded; memory stays flat.
+// The content must be hashed before it can be named and uploaded: up to
+// smallBlob bytes are held in memory, more are spooled to a local file,
+// so memory stays flat at any size.
 func (s *Store) PutLabeled(ctx context.Context, r io.Reader, label string, mode store.LabelMode) (store.Hash, int64, error) {
 	if err := s.checkPut(label, mode); err != nil {
 		return store.Hash{}, 0, err
+	}
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	n, err := io.ReadFull(r, *buf)
+	switch err {
+	case io.EOF, io.ErrUnexpectedEOF:
+		h, err := s.putBytes(ctx, (*buf)[:n], label, mode)
+		return h, int64(n), err
+	case nil:
+	default:
+		return store.Hash{}, int64(n), &store.Error{Op: "store", Err: err}
 	}
 	f, err := os.CreateTemp(s.spoolDir, ".theater-storefs-put-*")
 	if err != nil {
@@ -38,20 +53,21 @@ func (s *Store) PutLabeled(ctx context.Context, r io.Reader, label string, mode 
 	defer os.Remove(f.Name())
 	defer f.Close()
 	hr := store.NewHasher()
-	buf := copyBufs.Get().(*[]byte)
-	n, err := io.CopyBuffer(io.MultiWriter(f, hr), r, *buf)
-	copyBufs.Put(buf)
+	w := io.MultiWriter(f, hr)
+	w.Write((*buf)[:n]) // a MultiWriter fails only as f does, and so will the copy
+	m, err := io.CopyBuffer(w, r, *buf)
+	total := int64(n) + m
 	if err != nil {
-		return store.Hash{}, n, &store.Error{Op: "store", Err: err}
+		return store.Hash{}, total, &store.Error{Op: "store", Err: err}
 	}
 	h, err := hr.Sum()
 	if err != nil {
-		return h, n, &store.Error{Op: "store", Err: err}
+		return h, total, &store.Error{Op: "store", Err: err}
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return h, n, &store.Error{Op: "store", Err: err}
+		return h, total, &store.Error{Op: "store", Err: err}
 	}
-	return h, n, s.commit(ctx, h, f, n, label, mode)
+	return h, total, s.commit(ctx, h, f, total, label, mode)
 }
 
 // putBytes stores content already in memory.
@@ -92,30 +108,51 @@ func (s *Store) commit(ctx context.Context, h store.Hash, body io.ReadSeeker, n 
 }
 
 // upload writes data/<h>. Content already there is not rewritten, unless
-// its size shows it is not this content: then it is replaced.
+// its size shows it is not this content: then it is replaced. A small
+// blob is sent at once, create-only, and a refusal means it is there; a
+// large one is looked for first, so that a dedup costs no upload.
 func (s *Store) upload(ctx context.Context, h store.Hash, body io.ReadSeeker, n int64) error {
 	if n > maxPut {
 		return blobErr(h, fmt.Errorf("%d bytes: blobs over 5 GiB need a multipart upload, which this backend does not make yet", n))
 	}
-	cond := createOnly
-	info, err := s.b.head(ctx, blobKey(h))
-	switch {
-	case err == nil && info.size == n:
-		return nil // dedup
-	case err == nil:
-		s.log.Warn("replacing blob whose size does not match its name", "blob", h, "size", info.size, "want", n)
-		cond = anyVersion
-	case !errors.Is(err, store.ErrNotFound):
-		return blobErr(h, err)
+	if n > smallBlob {
+		present, err := s.present(ctx, h, n)
+		if present || err != nil {
+			return err
+		}
 	}
-	_, err = s.b.put(ctx, blobKey(h), body, n, cond)
+	_, err := s.b.put(ctx, blobKey(h), body, n, createOnly, unsignedPayload)
 	if errors.Is(err, errConflict) {
-		return nil // another writer stored the same content first
+		// There already, or being stored by another writer this moment.
+		if present, err := s.present(ctx, h, n); present || err != nil {
+			return err
+		}
+		if _, err := body.Seek(0, io.SeekStart); err != nil {
+			return blobErr(h, err)
+		}
+		_, err = s.b.put(ctx, blobKey(h), body, n, anyVersion, unsignedPayload)
 	}
 	if err != nil {
 		return blobErr(h, err)
 	}
 	return nil
+}
+
+// present reports whether data/<h> is there with n bytes. One of another
+// size is not this content, whatever its name: it is logged, to be
+// replaced.
+func (s *Store) present(ctx context.Context, h store.Hash, n int64) (bool, error) {
+	info, err := s.b.head(ctx, blobKey(h))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, blobErr(h, err)
+	case info.size != n:
+		s.log.Warn("replacing blob whose size does not match its name", "blob", h, "size", info.size, "want", n)
+		return false, nil
+	}
+	return true, nil
 }
 
 // Store saves content and returns its hash (Theater's store).
