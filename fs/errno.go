@@ -44,6 +44,11 @@ func errno(log *slog.Logger, op string, err error) syscall.Errno {
 		return syscall.EIO
 	case errors.Is(err, store.ErrClosed):
 		return syscall.ESHUTDOWN
+	case errors.Is(err, store.ErrCrossDevice):
+		return syscall.EXDEV // mv copies instead
+	case errors.Is(err, store.ErrUnavailable):
+		log.Warn("store unavailable", "op", op, "err", err)
+		return syscall.EIO
 	}
 	var en syscall.Errno
 	if errors.As(err, &en) {

@@ -28,21 +28,25 @@ import (
 	"github.com/theater-storefs/theater-storefs/store"
 )
 
-// Store is what the file system needs of the store. *store.Store has it.
+// Store is what the file system needs of the store. *store.Store has it,
+// and so has a bucket's *remote.Store.
 type Store interface {
+	// Open returns a blob's file, verified.
 	Open(ctx context.Context, h store.Hash) (*os.File, store.BlobInfo, error)
 	Stat(ctx context.Context, h store.Hash) (store.BlobInfo, error)
 	ListAllContent(ctx context.Context) ([]store.Hash, error)
 	StatLabel(ctx context.Context, name string) (store.LabelInfo, error)
 	IsNamespace(ctx context.Context, name string) (bool, error)
 	ReadNamespace(ctx context.Context, ns string) ([]store.LabelEntry, error)
-	NewSpool() (*store.Spool, error)
+	NewDraft() (store.Draft, error)
 	RemoveLabel(ctx context.Context, name string) error
 	RenameLabel(ctx context.Context, from, to string) error
 	MakeNamespace(ctx context.Context, name string) error
 	RemoveNamespace(ctx context.Context, name string) error
 	VisitChain(ctx context.Context, head store.Hash, visit func(store.ChainLink) bool) error
-	Watch() (*store.Watcher, error)
+	Feed() (store.Feed, error)
+	// Dir is a directory on the disk the store's files are written to
+	// (statfs reports it).
 	Dir() string
 }
 
@@ -257,7 +261,7 @@ func mount(dir string, st Store, mo MountOptions) (*fuse.Server, *rootNode, erro
 	}
 	// The change feed starts before the mount answers, so no change made
 	// after Mount returns can be missed.
-	w, err := st.Watch()
+	w, err := st.Feed()
 	if err != nil {
 		return nil, nil, err
 	}

@@ -274,10 +274,10 @@ func (n *labelNode) openWriter(ctx context.Context, base *os.File, fresh bool) (
 	if caller, ok := fuse.FromContext(ctx); ok {
 		h.tgid = processOf(caller.Pid)
 	}
-	var sp *store.Spool
+	var sp store.Draft
 	if fresh {
 		var err error
-		if sp, err = n.fs.st.NewSpool(); err != nil {
+		if sp, err = n.fs.st.NewDraft(); err != nil {
 			if base != nil {
 				base.Close()
 			}
@@ -483,7 +483,7 @@ type labelHandle struct {
 
 	mu    sync.Mutex
 	base  *os.File     // the content this handle started from; nil for none
-	spool *store.Spool // the new content, once it differs
+	spool store.Draft // the new content, once it differs
 	dirty bool         // spool holds content not committed yet
 	wrote bool         // written or truncated since opened or committed
 
@@ -559,7 +559,7 @@ func (h *labelHandle) ensureSpool(keep int64) syscall.Errno {
 	if h.spool != nil {
 		return 0
 	}
-	sp, err := h.node.fs.st.NewSpool()
+	sp, err := h.node.fs.st.NewDraft()
 	if err != nil {
 		return h.node.fs.errno("spool", err)
 	}

@@ -12,10 +12,10 @@ import (
 // change the feed reports, the kernel is told to forget the entries and
 // pages it holds for it. It runs on its own goroutine, never inside a FUSE
 // handler or under a lock (go-fuse issue 334), until the feed closes.
-func (r *rootNode) follow(w *store.Watcher) {
+func (r *rootNode) follow(w store.Feed) {
 	for {
 		select {
-		case <-w.C:
+		case <-w.Ready():
 		case <-w.Done():
 			return
 		}

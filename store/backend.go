@@ -55,6 +55,54 @@ type Blob interface {
 
 var _ Backend = (*Store)(nil)
 
+// Draft is content on its way into a store, written in any order, hashed
+// when it is committed if not as it arrived. *Spool is the local store's.
+type Draft interface {
+	io.Writer
+	io.WriterAt
+	io.ReaderAt
+	io.ReaderFrom
+	Truncate(size int64) error
+	Size() int64
+	// Commit stores the content, points label at it as mode says, and
+	// consumes the draft.
+	Commit(ctx context.Context, label string, mode LabelMode) (Hash, error)
+	// Discard drops the draft; after Commit it does nothing.
+	Discard()
+}
+
+// Feed is a change feed: Ready fires when changes wait to be taken; Done
+// closes when the feed ends. *Watcher is the local store's.
+type Feed interface {
+	Ready() <-chan struct{}
+	Done() <-chan struct{}
+	Take() (changes []Change, overflow bool)
+	Close() error
+}
+
+var (
+	_ Draft = (*Spool)(nil)
+	_ Feed  = (*Watcher)(nil)
+)
+
+// NewDraft is NewSpool as a Draft.
+func (s *Store) NewDraft() (Draft, error) {
+	sp, err := s.NewSpool()
+	if err != nil {
+		return nil, err
+	}
+	return sp, nil
+}
+
+// Feed is Watch as a Feed.
+func (s *Store) Feed() (Feed, error) {
+	w, err := s.Watch()
+	if err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
 // OpenBlob is Open for the Backend interface.
 func (s *Store) OpenBlob(ctx context.Context, h Hash) (Blob, BlobInfo, error) {
 	f, bi, err := s.Open(ctx, h)

@@ -21,6 +21,8 @@ var (
 	ErrNotNamespace = errors.New("is a label, not a namespace")
 	ErrNotEmpty     = errors.New("label namespace not empty")
 	ErrClosed       = errors.New("store is closed")
+	ErrUnavailable  = errors.New("store unavailable")
+	ErrCrossDevice  = errors.New("cannot be moved in place")
 )
 
 // Error records a failed store operation, the thing it was done to, and why,

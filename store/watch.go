@@ -269,3 +269,6 @@ func (w *Watcher) Close() error {
 
 // Done is closed when the feed has stopped.
 func (w *Watcher) Done() <-chan struct{} { return w.done }
+
+// Ready is C, for the Feed interface.
+func (w *Watcher) Ready() <-chan struct{} { return w.C }
