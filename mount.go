@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +46,9 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-file", Usage: "in the background, append logs to `FILE` (default: discard)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (loopback only, e.g. 127.0.0.1:9464)"},
 			&cli.BoolFlag{Name: "metrics-public", Usage: "let --metrics listen on an address other machines can reach"},
+			&cli.StringFlag{Name: "cache", Usage: "with a bucket: keep verified copies of blobs read in `DIR` (default: under ~/.cache/theater-storefs)"},
+			&cli.StringFlag{Name: "cache-size", Value: "1GiB", Usage: "with a bucket: at most `SIZE` of copies (KiB, MiB, GiB)"},
+			&cli.DurationFlag{Name: "poll", Value: remote.DefaultPollInterval, Usage: "with a bucket: look for labels changed elsewhere every `INTERVAL`"},
 		},
 		Action: cmdMount,
 	}
@@ -76,12 +81,15 @@ func cmdMount(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if remote.IsURL(storeDir(c)) {
-		return usagef("mount: serves a store directory; mounting a bucket (%s) is not done yet", storeDir(c))
-	}
-	dir, err := filepath.Abs(storeDir(c))
+	bucket, err := mountBucket(c, mnt)
 	if err != nil {
 		return err
+	}
+	dir := storeDir(c)
+	if bucket == nil {
+		if dir, err = filepath.Abs(dir); err != nil {
+			return err
+		}
 	}
 	if addr := c.String("metrics"); addr != "" {
 		if err := checkMetricsAddr(addr, c.Bool("metrics-public")); err != nil {
@@ -96,11 +104,17 @@ func cmdMount(c *cli.Context) error {
 	if err := prepareMountpoint(mnt, c.Bool("force")); err != nil {
 		return err
 	}
-	if err := checkOverlap(dir, mnt); err != nil {
-		return err
-	}
-	if err := checkStoreDir(dir, true); err != nil {
-		return err
+	if bucket != nil {
+		if err := checkOverlap(bucket.CacheDir, mnt); err != nil {
+			return err
+		}
+	} else {
+		if err := checkOverlap(dir, mnt); err != nil {
+			return err
+		}
+		if err := checkStoreDir(dir, true); err != nil {
+			return err
+		}
 	}
 	if !c.Bool("foreground") && os.Getenv(envReady) == "" {
 		return spawnServer(c, mnt, dir)
@@ -129,6 +143,13 @@ func spawnServer(c *cli.Context, mnt, dir string) error {
 	}
 	if addr := c.String("metrics"); addr != "" {
 		args = append(args, "--metrics", addr)
+	}
+	if remote.IsURL(dir) {
+		bucket, err := mountBucket(c, mnt)
+		if err != nil {
+			return err
+		}
+		args = append(args, "--cache", bucket.CacheDir, "--cache-size", c.String("cache-size"), "--poll", c.Duration("poll").String())
 	}
 	if lf := c.String("log-file"); lf != "" {
 		abs, err := filepath.Abs(lf)
@@ -223,7 +244,7 @@ func serve(c *cli.Context, mnt, dir string) (err error) {
 			ready.Close()
 		}()
 	}
-	st, err := store.Open(dir, store.Options{ReadOnly: c.Bool("read-only"), Logger: slog.Default()})
+	st, err := openMountStore(c, mnt, dir)
 	if err != nil {
 		return err
 	}
@@ -290,6 +311,89 @@ func serve(c *cli.Context, mnt, dir string) (err error) {
 	server.Wait()
 	slog.Info("unmounted", "mountpoint", mnt)
 	return nil
+}
+
+// mountStore is a store a mount serves: a directory or a bucket.
+type mountStore interface {
+	fs.Store
+	Close() error
+}
+
+var (
+	_ mountStore = (*store.Store)(nil)
+	_ mountStore = (*remote.Store)(nil)
+)
+
+func openMountStore(c *cli.Context, mnt, dir string) (mountStore, error) {
+	bucket, err := mountBucket(c, mnt)
+	if err != nil {
+		return nil, err
+	}
+	if bucket == nil {
+		return store.Open(dir, store.Options{ReadOnly: c.Bool("read-only"), Logger: slog.Default()})
+	}
+	loc, _ := remote.ParseURL(dir)
+	return remote.Open(c.Context, loc, *bucket)
+}
+
+// mountBucket returns the options of a bucket's store when --store names
+// one (nil for a directory): its cache, by default one of its own for
+// each bucket and mountpoint, since two mounts cannot share one.
+func mountBucket(c *cli.Context, mnt string) (*remote.Options, error) {
+	where := storeDir(c)
+	if !remote.IsURL(where) {
+		for _, f := range []string{"cache", "cache-size", "poll"} {
+			if c.IsSet(f) {
+				return nil, usagef("mount: --%s is for a bucket; %s is a store directory", f, where)
+			}
+		}
+		return nil, nil
+	}
+	loc, err := remote.ParseURL(where)
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	size, err := parseSize(c.String("cache-size"))
+	if err != nil {
+		return nil, usagef("mount: --cache-size %q: %v", c.String("cache-size"), err)
+	}
+	if c.Duration("poll") < 10*time.Millisecond {
+		return nil, usagef("mount: --poll %v is too short; 1s is the default", c.Duration("poll"))
+	}
+	cache := c.String("cache")
+	if cache == "" {
+		root, err := os.UserCacheDir()
+		if err != nil {
+			return nil, fmt.Errorf("mount: no cache directory for the bucket (%v); pass --cache DIR", err)
+		}
+		key := sha1.Sum([]byte(loc.String() + "\x00" + mnt))
+		cache = filepath.Join(root, "theater-storefs", loc.Bucket+"-"+hex.EncodeToString(key[:6]))
+	}
+	if cache, err = filepath.Abs(cache); err != nil {
+		return nil, err
+	}
+	return &remote.Options{
+		Logger: slog.Default(), ReadOnly: c.Bool("read-only"),
+		CacheDir: cache, CacheSize: size, PollInterval: c.Duration("poll"),
+	}, nil
+}
+
+// parseSize reads a byte count: 1073741824, 512MiB, 1GiB, 64KiB.
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}, {"", 1}}
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+			if err != nil || n <= 0 || n > (1<<62)/u.mult {
+				return 0, errors.New("want a positive size such as 512MiB or 2GiB")
+			}
+			return n * u.mult, nil
+		}
+	}
+	return 0, errors.New("want a positive size such as 512MiB or 2GiB")
 }
 
 // checkFuse says in one sentence what to install when FUSE is missing.

@@ -482,10 +482,10 @@ type labelHandle struct {
 	tgid     uint32 // the process that opened it for writing
 
 	mu    sync.Mutex
-	base  *os.File     // the content this handle started from; nil for none
+	base  *os.File    // the content this handle started from; nil for none
 	spool store.Draft // the new content, once it differs
-	dirty bool         // spool holds content not committed yet
-	wrote bool         // written or truncated since opened or committed
+	dirty bool        // spool holds content not committed yet
+	wrote bool        // written or truncated since opened or committed
 
 	// flushed: close(2) was called on it at least once. A handle the
 	// kernel releases without a flush was never really opened (the open

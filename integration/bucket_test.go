@@ -73,7 +73,9 @@ func TestBucketCommands(t *testing.T) {
 		want string
 	}{
 		{[]string{"--store", url, "fsck"}, 2, "not on a bucket"},
-		{[]string{"--store", url, "mount", t.TempDir()}, 2, "mounting a bucket"},
+		{[]string{"--store", url, "mount", "--cache-size", "0", t.TempDir()}, 2, "--cache-size"},
+		{[]string{"--store", url, "mount", "--poll", "1ms", t.TempDir()}, 2, "--poll 1ms is too short"},
+		{[]string{"--store", dir, "mount", "--cache", t.TempDir(), t.TempDir()}, 2, "--cache is for a bucket"},
 		{[]string{"--store", srv.URL("missing", ""), "labels"}, 1, "the bucket does not exist"},
 		{[]string{"--store", "s3://theater?endpont=x", "labels"}, 2, "unknown parameter endpont"},
 		{[]string{"--store", url, "get", "store:nobody"}, 1, "not found"},

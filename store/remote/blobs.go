@@ -191,6 +191,11 @@ func (s *Store) Stat(ctx context.Context, h store.Hash) (store.BlobInfo, error) 
 	if err := s.open(); err != nil {
 		return store.BlobInfo{}, err
 	}
+	if s.cache != nil {
+		if fi, ok := s.cache.stat(h); ok {
+			return infoOf(fi), nil
+		}
+	}
 	info, err := s.b.head(ctx, blobKey(h))
 	if err != nil {
 		return store.BlobInfo{}, blobErr(h, err)

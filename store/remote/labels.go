@@ -18,29 +18,36 @@ import (
 // compare-and-swap on a version: the ETag of an object, the mod revision
 // of an etcd key.
 type labelStore interface {
-	// read returns a label file and its version; ErrNotFound if absent.
-	read(ctx context.Context, name string) (data []byte, version string, err error)
+	// read returns a label file, its version and when it was written;
+	// ErrNotFound if absent.
+	read(ctx context.Context, name string) (data []byte, version string, mod time.Time, err error)
 	// write stores a label file if its version is still version
 	// (createOnly: if there is none), else errConflict.
 	write(ctx context.Context, name string, data []byte, version string) error
 	// remove deletes a label file if its version is still version.
 	remove(ctx context.Context, name, version string) error
-	// list calls fn for every name under dir ("" or ending in "/"),
-	// sorted; limit > 0 stops after that many.
-	list(ctx context.Context, dir string, limit int, fn func(name string) error) error
+	// list calls fn for every name under dir ("" or ending in "/") with
+	// its version, sorted; limit > 0 stops after that many. Namespace
+	// markers (names ending in "/") are listed too.
+	list(ctx context.Context, dir string, limit int, fn func(name, version string) error) error
+	// readDir lists the labels and namespaces right under dir.
+	readDir(ctx context.Context, dir string, fn func(name string, isNamespace bool) error) error
+	// mark and unmark make and remove the marker of an empty namespace.
+	mark(ctx context.Context, ns string) error
+	unmark(ctx context.Context, ns string) error
 }
 
 // s3Labels keeps labels as objects labels/<name> beside the blobs.
 type s3Labels struct{ b *bucket }
 
-func (l s3Labels) read(ctx context.Context, name string) ([]byte, string, error) {
+func (l s3Labels) read(ctx context.Context, name string) ([]byte, string, time.Time, error) {
 	body, info, err := l.b.get(ctx, store.LabelsDir+"/"+name, 0, 0)
 	if err != nil {
-		return nil, "", err
+		return nil, "", time.Time{}, err
 	}
 	defer body.Close()
 	data, err := readLimited(body, info.size)
-	return data, info.etag, err
+	return data, info.etag, info.mod, err
 }
 
 func (l s3Labels) write(ctx context.Context, name string, data []byte, version string) error {
@@ -52,10 +59,25 @@ func (l s3Labels) remove(ctx context.Context, name, version string) error {
 	return l.b.del(ctx, store.LabelsDir+"/"+name, version)
 }
 
-func (l s3Labels) list(ctx context.Context, dir string, limit int, fn func(string) error) error {
-	return l.b.list(ctx, store.LabelsDir+"/"+dir, limit, func(name string, _ objectInfo) error {
-		return fn(dir + name)
+func (l s3Labels) list(ctx context.Context, dir string, limit int, fn func(name, version string) error) error {
+	return l.b.list(ctx, store.LabelsDir+"/"+dir, limit, func(name string, info objectInfo) error {
+		return fn(dir+name, info.etag)
 	})
+}
+
+func (l s3Labels) readDir(ctx context.Context, dir string, fn func(string, bool) error) error {
+	return l.b.listDir(ctx, store.LabelsDir+"/"+dir, fn)
+}
+
+// A namespace's marker is the empty object labels/<ns>/, as a directory
+// is shown in a bucket.
+func (l s3Labels) mark(ctx context.Context, ns string) error {
+	_, err := l.b.put(ctx, store.LabelsDir+"/"+ns+"/", bytes.NewReader(nil), 0, anyVersion)
+	return err
+}
+
+func (l s3Labels) unmark(ctx context.Context, ns string) error {
+	return l.b.del(ctx, store.LabelsDir+"/"+ns+"/", "")
 }
 
 // maxLabelFile bounds what is read of a label, as the local store does: a
@@ -98,6 +120,7 @@ type current struct {
 	refs    []store.Hash
 	bad     int    // lines that are not hashes
 	version string // createOnly when the label does not exist
+	mod     time.Time
 }
 
 func (c current) exists() bool { return c.version != createOnly }
@@ -136,7 +159,9 @@ func (s *Store) change(ctx context.Context, name string, decide func(cur current
 		case len(next) == 0 && !cur.exists():
 			return nil
 		case len(next) == 0:
-			err = s.labels.remove(ctx, name, cur.version)
+			if err = s.labels.remove(ctx, name, cur.version); err == nil {
+				s.keepNamespace(ctx, name)
+			}
 		default:
 			if !cur.exists() {
 				if err := s.checkNewLabel(ctx, name); err != nil {
@@ -169,7 +194,7 @@ func (s *Store) change(ctx context.Context, name string, decide func(cur current
 // readLabel reads and parses a label. Absent, it is current{} and
 // ErrNotFound.
 func (s *Store) readLabel(ctx context.Context, name string) (current, error) {
-	data, version, err := s.labels.read(ctx, name)
+	data, version, mod, err := s.labels.read(ctx, name)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			if ns, nerr := s.isNamespace(ctx, name); nerr == nil && ns {
@@ -183,13 +208,31 @@ func (s *Store) readLabel(ctx context.Context, name string) (current, error) {
 	if len(bad) > 0 {
 		s.log.Warn("skipping label lines that are not hashes", "label", name, "lines", bad)
 	}
-	return current{refs: refs, bad: len(bad), version: version}, nil
+	return current{refs: refs, bad: len(bad), version: version, mod: mod}, nil
+}
+
+// keepNamespace leaves the marker of the namespace a removed label was in,
+// if it was the last one there: a namespace stays until it is removed
+// itself, as a directory does (rmdir after rm -r expects it).
+func (s *Store) keepNamespace(ctx context.Context, removed string) {
+	i := strings.LastIndexByte(removed, '/')
+	if i < 0 {
+		return
+	}
+	ns := removed[:i]
+	found, err := s.isNamespace(ctx, ns)
+	if err == nil && !found {
+		err = s.labels.mark(ctx, ns)
+	}
+	if err != nil {
+		s.log.Warn("cannot keep the emptied label namespace", "namespace", ns, "err", err)
+	}
 }
 
 // isNamespace reports whether labels live under name/.
 func (s *Store) isNamespace(ctx context.Context, name string) (bool, error) {
 	found := false
-	err := s.labels.list(ctx, name+"/", 1, func(string) error { found = true; return nil })
+	err := s.labels.list(ctx, name+"/", 1, func(string, string) error { found = true; return nil })
 	return found, err
 }
 
@@ -198,7 +241,7 @@ func (s *Store) isNamespace(ctx context.Context, name string) (bool, error) {
 // below it. A bucket would allow both; a store directory cannot.
 func (s *Store) checkNewLabel(ctx context.Context, name string) error {
 	for i := strings.IndexByte(name, '/'); i >= 0; i = next(name, i) {
-		_, _, err := s.labels.read(ctx, name[:i])
+		_, _, _, err := s.labels.read(ctx, name[:i])
 		if err == nil {
 			return labelErr(name, fmt.Errorf("%w: %q", store.ErrNotNamespace, name[:i]))
 		}
@@ -334,7 +377,10 @@ func (s *Store) ListLabels(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	var names []string
-	err := s.labels.list(ctx, "", 0, func(name string) error {
+	err := s.labels.list(ctx, "", 0, func(name, _ string) error {
+		if strings.HasSuffix(name, "/") {
+			return nil // a namespace's marker
+		}
 		if err := store.ValidateLabel(name); err != nil {
 			s.log.Warn("skipping label key that is not a label name", "key", name)
 			return nil

@@ -100,8 +100,15 @@ func mapErr(err error, conditional bool) error {
 	case st >= 500 && conditional:
 		return errConflict
 	}
-	return errors.New(short(err))
+	return serviceError(short(err))
 }
+
+// serviceError is a failure of the service or of the way to it: the
+// store is unavailable, and the message says why.
+type serviceError string
+
+func (e serviceError) Error() string        { return string(e) }
+func (e serviceError) Is(target error) bool { return target == store.ErrUnavailable }
 
 // short cuts the SDK's layered message ("operation error S3: PutObject,
 // https response error StatusCode: 403, RequestID: ..., api error
@@ -220,6 +227,36 @@ func (b *bucket) list(ctx context.Context, dir string, limit int, fn func(name s
 			}
 			if seen++; limit > 0 && seen >= limit {
 				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// listDir calls fn for every entry one level under dir (ending in "/"):
+// objects, and the common prefixes below it as directories (name without
+// its "/"). dir's own key, a directory marker, is not an entry.
+func (b *bucket) listDir(ctx context.Context, dir string, fn func(name string, isDir bool) error) error {
+	in := &s3.ListObjectsV2Input{Bucket: &b.name, Prefix: b.key(dir), Delimiter: aws.String("/")}
+	p := s3.NewListObjectsV2Paginator(b.c, in)
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return mapErr(err, false)
+		}
+		for _, cp := range page.CommonPrefixes {
+			name := strings.TrimSuffix(strings.TrimPrefix(aws.ToString(cp.Prefix), b.prefix+dir), "/")
+			if err := fn(name, true); err != nil {
+				return err
+			}
+		}
+		for _, o := range page.Contents {
+			name := strings.TrimPrefix(aws.ToString(o.Key), b.prefix+dir)
+			if name == "" {
+				continue
+			}
+			if err := fn(name, false); err != nil {
+				return err
 			}
 		}
 	}

@@ -17,9 +17,12 @@ package remote
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync/atomic"
+	"time"
 
 	"github.com/theater-storefs/theater-storefs/store"
 )
@@ -34,7 +37,22 @@ type Options struct {
 	SpoolDir string
 	// ReadOnly refuses every change.
 	ReadOnly bool
+	// CacheDir, if set, keeps verified copies of the blobs opened with
+	// Open (a mount's reads) in CacheDir/blobs, at most CacheSize bytes
+	// of them (DefaultCacheSize if 0), and the drafts in CacheDir/spool
+	// unless SpoolDir says otherwise. One process at a time may use it.
+	CacheDir  string
+	CacheSize int64
+	// PollInterval is how often Feed lists the labels for changes made
+	// elsewhere; DefaultPollInterval if 0.
+	PollInterval time.Duration
 }
+
+// Defaults of Options.
+const (
+	DefaultCacheSize    = 1 << 30
+	DefaultPollInterval = time.Second
+)
 
 // Store is a content store in a bucket. It is safe for concurrent use.
 type Store struct {
@@ -44,6 +62,8 @@ type Store struct {
 	log      *slog.Logger
 	spoolDir string
 	readOnly bool
+	cache    *blobCache
+	poll     time.Duration
 	closed   atomic.Bool
 	// conflicts counts label changes that lost a race and were retried.
 	conflicts atomic.Int64
@@ -59,17 +79,39 @@ func Open(ctx context.Context, loc Location, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{loc: loc, b: b, labels: s3Labels{b}, log: opts.Logger, spoolDir: opts.SpoolDir, readOnly: opts.ReadOnly}
-	if s.log == nil {
-		s.log = slog.Default()
-	}
-	if s.spoolDir == "" {
-		s.spoolDir = os.TempDir()
-	}
 	// One listing call tells a missing bucket or bad credentials apart
 	// from a working store, before any command depends on it.
 	if err := b.list(ctx, store.DataDir+"/", 1, func(string, objectInfo) error { return nil }); err != nil {
 		return nil, &store.Error{Op: "store", Name: loc.String(), Err: err}
+	}
+	s := &Store{loc: loc, b: b, labels: s3Labels{b}, log: opts.Logger, spoolDir: opts.SpoolDir, readOnly: opts.ReadOnly, poll: opts.PollInterval}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.poll <= 0 {
+		s.poll = DefaultPollInterval
+	}
+	if opts.CacheDir != "" {
+		size := opts.CacheSize
+		if size <= 0 {
+			size = DefaultCacheSize
+		}
+		// The cache's lock first: the spool is cleared only by its owner.
+		if s.cache, err = openCache(filepath.Join(opts.CacheDir, "blobs"), size); err != nil {
+			return nil, err
+		}
+		if s.spoolDir == "" {
+			s.spoolDir = filepath.Join(opts.CacheDir, "spool")
+			// Drafts a crash left behind are of no use to anyone.
+			os.RemoveAll(s.spoolDir)
+			if err := os.MkdirAll(s.spoolDir, 0o700); err != nil {
+				s.cache.close()
+				return nil, fmt.Errorf("spool: %w", err)
+			}
+		}
+	}
+	if s.spoolDir == "" {
+		s.spoolDir = os.TempDir()
 	}
 	return s, nil
 }
@@ -79,7 +121,12 @@ func (s *Store) Location() Location { return s.loc }
 
 // Close ends the use of the store. Later calls return ErrClosed.
 func (s *Store) Close() error {
-	s.closed.Store(true)
+	if s.closed.Swap(true) {
+		return nil
+	}
+	if s.cache != nil {
+		s.cache.close()
+	}
 	return nil
 }
 

@@ -1,0 +1,130 @@
+package remote
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/theater-storefs/theater-storefs/store"
+)
+
+// draft is content written through the mount on its way to the bucket: a
+// local file, hashed as it is written while the writes come in order, and
+// once more at Commit if they did not.
+type draft struct {
+	s      *Store
+	f      *os.File
+	size   int64
+	hr     *store.Hasher
+	hashed int64 // bytes [0, hashed) are in hr
+	dirty  bool  // written out of order: hash the file at Commit
+	done   bool
+}
+
+var _ store.Draft = (*draft)(nil)
+
+// NewDraft starts content to be stored.
+func (s *Store) NewDraft() (store.Draft, error) {
+	if err := s.writable(); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(s.spoolDir, ".theater-storefs-draft-*")
+	if err != nil {
+		return nil, &store.Error{Op: "store", Err: fmt.Errorf("spool: %w", err)}
+	}
+	return &draft{s: s, f: f, hr: store.NewHasher()}, nil
+}
+
+func (d *draft) Write(p []byte) (int, error) { return d.WriteAt(p, d.size) }
+
+func (d *draft) WriteAt(p []byte, off int64) (int, error) {
+	n, err := d.f.WriteAt(p, off)
+	if !d.dirty && off == d.hashed {
+		d.hr.Write(p[:n])
+		d.hashed += int64(n)
+	} else {
+		d.dirty = true
+	}
+	d.size = max(d.size, off+int64(n))
+	return n, err
+}
+
+func (d *draft) ReadAt(p []byte, off int64) (int, error) {
+	if off >= d.size {
+		return 0, io.EOF
+	}
+	n, err := d.f.ReadAt(p[:min(int64(len(p)), d.size-off)], off)
+	if err == nil && n < len(p) {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (d *draft) ReadFrom(r io.Reader) (int64, error) {
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	var total int64
+	for {
+		n, err := r.Read(*buf)
+		if n > 0 {
+			if _, werr := d.Write((*buf)[:n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+func (d *draft) Truncate(size int64) error {
+	if err := d.f.Truncate(size); err != nil {
+		return err
+	}
+	if size != d.hashed {
+		d.dirty = true
+	}
+	d.size = size
+	return nil
+}
+
+func (d *draft) Size() int64 { return d.size }
+
+// Commit uploads the content unless the bucket has it, points label at it
+// as mode says, and drops the local file.
+func (d *draft) Commit(ctx context.Context, label string, mode store.LabelMode) (store.Hash, error) {
+	defer d.Discard()
+	if d.done {
+		return store.Hash{}, &store.Error{Op: "store", Err: os.ErrClosed}
+	}
+	if err := d.s.checkPut(label, mode); err != nil {
+		return store.Hash{}, err
+	}
+	body := io.NewSectionReader(d.f, 0, d.size)
+	var h store.Hash
+	var err error
+	if d.dirty || d.hashed != d.size {
+		h, _, err = store.HashReader(body)
+		body.Seek(0, io.SeekStart)
+	} else {
+		h, err = d.hr.Sum()
+	}
+	if err != nil {
+		return h, &store.Error{Op: "store", Err: err}
+	}
+	return h, d.s.commit(ctx, h, body, d.size, label, mode)
+}
+
+func (d *draft) Discard() {
+	if d.done {
+		return
+	}
+	d.done = true
+	d.f.Close()
+	os.Remove(d.f.Name())
+}

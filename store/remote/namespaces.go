@@ -1,0 +1,203 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/theater-storefs/theater-storefs/store"
+)
+
+// A bucket has no directories: a namespace "a" exists while a key starts
+// with labels/a/, the marker labels/a/ included, which mkdir makes and the
+// removal of a namespace's last label leaves, so that a namespace stays
+// until rmdir as a directory does.
+
+// StatLabel returns a label's refs and when it last changed.
+func (s *Store) StatLabel(ctx context.Context, name string) (store.LabelInfo, error) {
+	if err := store.ValidateLabel(name); err != nil {
+		return store.LabelInfo{}, err
+	}
+	if err := s.open(); err != nil {
+		return store.LabelInfo{}, err
+	}
+	cur, err := s.readLabel(ctx, name)
+	if err != nil {
+		return store.LabelInfo{}, err
+	}
+	return store.LabelInfo{Refs: cur.refs, ModTime: cur.mod, Bad: cur.bad}, nil
+}
+
+// IsNamespace reports whether name is a label namespace; ErrNotFound if
+// it is neither a namespace nor a label.
+func (s *Store) IsNamespace(ctx context.Context, name string) (bool, error) {
+	if err := store.ValidateLabel(name); err != nil {
+		return false, err
+	}
+	if err := s.open(); err != nil {
+		return false, err
+	}
+	ns, err := s.isNamespace(ctx, name)
+	if err != nil || ns {
+		return ns, err
+	}
+	if _, _, _, err := s.labels.read(ctx, name); err != nil {
+		return false, labelErr(name, err)
+	}
+	return false, nil
+}
+
+// ReadNamespace lists the labels and namespaces right under ns ("" for
+// the top), sorted by name.
+func (s *Store) ReadNamespace(ctx context.Context, ns string) ([]store.LabelEntry, error) {
+	dir := ""
+	if ns != "" {
+		if err := store.ValidateLabel(ns); err != nil {
+			return nil, err
+		}
+		dir = ns + "/"
+	}
+	if err := s.open(); err != nil {
+		return nil, err
+	}
+	var out []store.LabelEntry
+	err := s.labels.readDir(ctx, dir, func(name string, isNS bool) error {
+		if store.ValidateLabel(name) != nil || strings.Contains(name, "/") {
+			s.log.Warn("skipping label key that is not a label name", "key", dir+name)
+			return nil
+		}
+		out = append(out, store.LabelEntry{Name: name, IsNamespace: isNS})
+		return nil
+	})
+	if err != nil {
+		return nil, labelErr(ns, err)
+	}
+	if len(out) == 0 && ns != "" {
+		// An empty listing is an empty namespace only if its marker is
+		// there.
+		if found, err := s.isNamespace(ctx, ns); err != nil || !found {
+			if _, _, _, rerr := s.labels.read(ctx, ns); rerr == nil {
+				return nil, labelErr(ns, store.ErrNotNamespace)
+			}
+			return nil, labelErr(ns, store.ErrNotFound)
+		}
+	}
+	slices.SortFunc(out, func(a, b store.LabelEntry) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// MakeNamespace makes an empty namespace (mkdir in by-label/).
+func (s *Store) MakeNamespace(ctx context.Context, name string) error {
+	if err := store.ValidateLabel(name); err != nil {
+		return err
+	}
+	if err := s.writable(); err != nil {
+		return err
+	}
+	if _, _, _, err := s.labels.read(ctx, name); err == nil {
+		return labelErr(name, fmt.Errorf("label %w", store.ErrExists))
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return labelErr(name, err)
+	}
+	if ns, err := s.isNamespace(ctx, name); err != nil {
+		return labelErr(name, err)
+	} else if ns {
+		return labelErr(name, fmt.Errorf("namespace %w", store.ErrExists))
+	}
+	if err := s.checkNewLabel(ctx, name); err != nil {
+		return err
+	}
+	if err := s.labels.mark(ctx, name); err != nil {
+		return labelErr(name, err)
+	}
+	return nil
+}
+
+// RemoveNamespace removes an empty namespace.
+func (s *Store) RemoveNamespace(ctx context.Context, name string) error {
+	if err := store.ValidateLabel(name); err != nil {
+		return err
+	}
+	if err := s.writable(); err != nil {
+		return err
+	}
+	var inside []string
+	err := s.labels.list(ctx, name+"/", 2, func(n, _ string) error {
+		inside = append(inside, n)
+		return nil
+	})
+	if err != nil {
+		return labelErr(name, err)
+	}
+	switch {
+	case len(inside) == 0:
+		if _, _, _, err := s.labels.read(ctx, name); err == nil {
+			return labelErr(name, store.ErrNotNamespace)
+		}
+		return labelErr(name, store.ErrNotFound)
+	case len(inside) > 1 || inside[0] != name+"/":
+		return labelErr(name, store.ErrNotEmpty)
+	}
+	if err := s.labels.unmark(ctx, name); err != nil {
+		return labelErr(name, err)
+	}
+	return nil
+}
+
+// RenameLabel moves a label to a new name, replacing a label there. A
+// bucket cannot move a namespace in place: that is ErrCrossDevice, on
+// which mv copies and removes instead. The move is a write of the new name
+// and a compare-and-swap removal of the old: should the old label change
+// in between, the move is made again with what it holds now.
+func (s *Store) RenameLabel(ctx context.Context, from, to string) error {
+	for _, n := range []string{from, to} {
+		if err := store.ValidateLabel(n); err != nil {
+			return err
+		}
+	}
+	if err := s.writable(); err != nil {
+		return err
+	}
+	if from == to {
+		_, err := s.StatLabel(ctx, from)
+		return err
+	}
+	if strings.HasPrefix(to, from+"/") {
+		return labelErr(to, fmt.Errorf("%w: cannot move a label under itself", store.ErrInvalidLabel))
+	}
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		data, version, _, err := s.labels.read(ctx, from)
+		if errors.Is(err, store.ErrNotFound) {
+			if ns, nerr := s.isNamespace(ctx, from); nerr == nil && ns {
+				return labelErr(from, fmt.Errorf("%w: a namespace in a bucket is moved by copying it", store.ErrCrossDevice))
+			}
+			return labelErr(from, store.ErrNotFound)
+		}
+		if err != nil {
+			return labelErr(from, err)
+		}
+		if ns, err := s.isNamespace(ctx, to); err != nil {
+			return labelErr(to, err)
+		} else if ns {
+			return labelErr(to, store.ErrIsNamespace)
+		}
+		if err := s.checkNewLabel(ctx, to); err != nil && !errors.Is(err, store.ErrIsNamespace) {
+			return err
+		}
+		if err := s.labels.write(ctx, to, data, anyVersion); err != nil {
+			return labelErr(to, err)
+		}
+		err = s.labels.remove(ctx, from, version)
+		if !errors.Is(err, errConflict) {
+			if err != nil {
+				return labelErr(from, err)
+			}
+			s.keepNamespace(ctx, from)
+			return nil
+		}
+		s.conflicts.Add(1)
+	}
+	return labelErr(from, fmt.Errorf("%w %d times in a row; giving up", errConflict, maxAttempts))
+}
