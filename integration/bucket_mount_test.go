@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/theater-storefs/theater-storefs/internal/s3test"
 	"github.com/theater-storefs/theater-storefs/internal/theatertest"
 )
@@ -91,8 +94,9 @@ func TestBucketMountCorruptBlob(t *testing.T) {
 	srv := s3test.Start(t)
 	url := srv.Bucket(t, "corrupt", "")
 	h := sha1Hex([]byte("the real content"))
-	os.MkdirAll(filepath.Join(srv.Root, "corrupt", "data"), 0o755)
-	if err := os.WriteFile(filepath.Join(srv.Root, "corrupt", "data", h), []byte("another content"), 0o644); err != nil {
+	_, err := srv.Client().PutObject(context.Background(), &s3.PutObjectInput{
+		Bucket: aws.String(srv.BucketName("corrupt")), Key: aws.String("data/" + h), Body: strings.NewReader("another content")})
+	if err != nil {
 		t.Fatal(err)
 	}
 	cache := t.TempDir()

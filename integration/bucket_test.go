@@ -1,11 +1,14 @@
 package integration
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/theater-storefs/theater-storefs/internal/s3test"
 )
 
@@ -46,7 +49,8 @@ func TestBucketCommands(t *testing.T) {
 		t.Fatalf("labels after unlabel: %q", got)
 	}
 	// The bucket's objects are where a store directory keeps them.
-	if _, err := os.Stat(filepath.Join(srv.Root, "theater", "nodes", "shared", "data", h)); err != nil {
+	if _, err := srv.Client().HeadObject(context.Background(), &s3.HeadObjectInput{
+		Bucket: aws.String(srv.BucketName("theater")), Key: aws.String("nodes/shared/data/" + h)}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -1,6 +1,10 @@
 // Package s3test runs versitygw, an S3 server (Apache-2.0), on loopback for
 // tests and benchmarks: built once from the pinned tools module in
 // tools/versitygw, serving a temp directory.
+//
+// With $S3TEST_ENDPOINT set (and $S3TEST_ACCESS_KEY, $S3TEST_SECRET_KEY),
+// the tests run against that service instead, such as the Ceph RGW of
+// contrib/ceph-rgw; their buckets get a suffix of their own per run.
 package s3test
 
 import (
@@ -29,11 +33,13 @@ const (
 	SecretKey = "theater-test-secret"
 )
 
-// Server is a running versitygw.
+// Server is a running versitygw, or the service $S3TEST_ENDPOINT names.
 type Server struct {
-	Endpoint string // http://127.0.0.1:PORT
-	Root     string // the directory it serves; buckets are its subdirectories
-	cmd      *exec.Cmd
+	Endpoint  string // http://127.0.0.1:PORT
+	Root      string // versitygw's directory, buckets its subdirectories; "" for another service
+	AccessKey string
+	SecretKey string
+	suffix    string // added to bucket names on a service that outlives the run
 }
 
 var (
@@ -89,15 +95,16 @@ func Binary() (string, error) {
 // process, so the test may not be parallel.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	if ep := os.Getenv("S3TEST_ENDPOINT"); ep != "" {
+		srv := &Server{Endpoint: ep, AccessKey: os.Getenv("S3TEST_ACCESS_KEY"), SecretKey: os.Getenv("S3TEST_SECRET_KEY"),
+			suffix: fmt.Sprintf("-%d-%d", time.Now().Unix(), os.Getpid())}
+		srv.setenv(t)
+		return srv
+	}
 	bin, err := Binary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("AWS_ACCESS_KEY_ID", AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", SecretKey)
-	t.Setenv("AWS_REGION", "us-east-1")
-	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
 	root := t.TempDir()
 	addr := freePort(t)
 	cmd := exec.Command(bin, "--port", addr, "posix", root)
@@ -107,7 +114,8 @@ func Start(t testing.TB) *Server {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting versitygw: %v", err)
 	}
-	srv := &Server{Endpoint: "http://" + addr, Root: root, cmd: cmd}
+	srv := &Server{Endpoint: "http://" + addr, Root: root, AccessKey: AccessKey, SecretKey: SecretKey}
+	srv.setenv(t)
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -127,6 +135,15 @@ func Start(t testing.TB) *Server {
 	return srv
 }
 
+// setenv gives the process (and the commands it runs) the credentials.
+func (s *Server) setenv(t testing.TB) {
+	t.Setenv("AWS_ACCESS_KEY_ID", s.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", s.SecretKey)
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
+}
+
 func freePort(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -143,23 +160,26 @@ func (s *Server) Client() *s3.Client {
 		Region:       "us-east-1",
 		BaseEndpoint: aws.String(s.Endpoint),
 		UsePathStyle: true,
-		Credentials:  credentials.NewStaticCredentialsProvider(AccessKey, SecretKey, ""),
+		Credentials:  credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, ""),
 	})
 }
 
 // Bucket makes a bucket and returns the store URL of prefix in it.
 func (s *Server) Bucket(t testing.TB, name, prefix string) string {
 	t.Helper()
-	_, err := s.Client().CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)})
+	_, err := s.Client().CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(s.BucketName(name))})
 	if err != nil {
 		t.Fatalf("creating bucket %s: %v", name, err)
 	}
 	return s.URL(name, prefix)
 }
 
+// BucketName is the name a test's bucket has on the service.
+func (s *Server) BucketName(name string) string { return name + s.suffix }
+
 // URL is the --store value of prefix in bucket.
 func (s *Server) URL(bucket, prefix string) string {
-	u := "s3://" + bucket
+	u := "s3://" + s.BucketName(bucket)
 	if prefix != "" {
 		u += "/" + prefix
 	}

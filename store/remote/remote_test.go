@@ -52,7 +52,7 @@ func TestConformance(t *testing.T) {
 // putRaw writes an object as another tool would.
 func putRaw(t *testing.T, srv *s3test.Server, bucket, key string, body []byte) {
 	t.Helper()
-	_, err := srv.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: aws.String("theater/store/" + key), Body: bytes.NewReader(body)})
+	_, err := srv.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(srv.BucketName(bucket)), Key: aws.String("theater/store/" + key), Body: bytes.NewReader(body)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,6 +111,9 @@ func TestRemote(t *testing.T) {
 	t.Run("Layout", func(t *testing.T) {
 		// The bucket mirrors a store directory: versitygw's posix
 		// backend shows it as one.
+		if srv.Root == "" {
+			t.Skip("the service's files are not on this machine")
+		}
 		s, bucket := openIn(t, srv)
 		h, err := s.PutAtLabel(ctx, "team/x", []byte("content"))
 		if err != nil {
