@@ -47,7 +47,7 @@ func (s *Store) Feed() (store.Feed, error) {
 // labelVersions lists every label (and namespace marker) with its ETag.
 func (s *Store) labelVersions(ctx context.Context) (map[string]string, error) {
 	out := map[string]string{}
-	err := s.labels.list(ctx, "", 0, func(name, version string) error {
+	err := s.labels.list(ctx, "", func(name, version string) error {
 		out[name] = version
 		return nil
 	})

@@ -19,19 +19,25 @@ import (
 // of an etcd key.
 type labelStore interface {
 	// read returns a label file, its version and when it was written;
-	// ErrNotFound if absent.
+	// ErrNotFound if absent. A tombstone (see Store.removeLabel) is
+	// absent, but has a version.
 	read(ctx context.Context, name string) (data []byte, version string, mod time.Time, err error)
 	// write stores a label file if its version is still version
 	// (createOnly: if there is none), else errConflict.
 	write(ctx context.Context, name string, data []byte, version string) error
 	// remove deletes a label file if its version is still version.
 	remove(ctx context.Context, name, version string) error
-	// list calls fn for every name under dir ("" or ending in "/") with
-	// its version, sorted; limit > 0 stops after that many. Namespace
-	// markers (names ending in "/") are listed too.
-	list(ctx context.Context, dir string, limit int, fn func(name, version string) error) error
+	// list calls fn for every label under dir ("" or ending in "/") with
+	// its version, sorted, until fn returns errStop. Namespace markers
+	// (names ending in "/") are listed too, tombstones not.
+	list(ctx context.Context, dir string, fn func(name, version string) error) error
 	// readDir lists the labels and namespaces right under dir.
 	readDir(ctx context.Context, dir string, fn func(name string, isNamespace bool) error) error
+	// tomb writes a tombstone over the label at version.
+	tomb(ctx context.Context, name, version string) error
+	// clear removes everything under dir, tombstones and markers too,
+	// if no label is there; else ErrNotEmpty.
+	clear(ctx context.Context, dir string) error
 	// mark and unmark make and remove the marker of an empty namespace.
 	mark(ctx context.Context, ns string) error
 	unmark(ctx context.Context, ns string) error
@@ -46,6 +52,9 @@ func (l s3Labels) read(ctx context.Context, name string) ([]byte, string, time.T
 		return nil, "", time.Time{}, err
 	}
 	defer body.Close()
+	if info.size == 0 {
+		return nil, info.etag, info.mod, store.ErrNotFound // a tombstone
+	}
 	data, err := readLimited(body, info.size)
 	return data, info.etag, info.mod, err
 }
@@ -59,14 +68,52 @@ func (l s3Labels) remove(ctx context.Context, name, version string) error {
 	return l.b.del(ctx, store.LabelsDir+"/"+name, version)
 }
 
-func (l s3Labels) list(ctx context.Context, dir string, limit int, fn func(name, version string) error) error {
-	return l.b.list(ctx, store.LabelsDir+"/"+dir, limit, func(name string, info objectInfo) error {
-		return fn(dir+name, info.etag)
+func (l s3Labels) list(ctx context.Context, dir string, fn func(name, version string) error) error {
+	return l.b.list(ctx, store.LabelsDir+"/"+dir, 0, func(name string, info objectInfo) error {
+		full := dir + name
+		if info.size == 0 && !strings.HasSuffix(full, "/") {
+			return nil // a tombstone
+		}
+		return fn(full, info.etag)
 	})
 }
 
 func (l s3Labels) readDir(ctx context.Context, dir string, fn func(string, bool) error) error {
-	return l.b.listDir(ctx, store.LabelsDir+"/"+dir, fn)
+	return l.b.listDir(ctx, store.LabelsDir+"/"+dir, func(name string, isDir bool, size int64) error {
+		if !isDir && size == 0 {
+			return nil // a tombstone
+		}
+		return fn(name, isDir)
+	})
+}
+
+// A tombstone is an empty object: no label holds no hash.
+func (l s3Labels) tomb(ctx context.Context, name, version string) error {
+	_, err := l.b.put(ctx, store.LabelsDir+"/"+name, bytes.NewReader(nil), 0, version)
+	return err
+}
+
+func (l s3Labels) clear(ctx context.Context, dir string) error {
+	var keys []string
+	err := l.b.list(ctx, store.LabelsDir+"/"+dir, 0, func(name string, info objectInfo) error {
+		if info.size > 0 || (name != "" && strings.HasSuffix(name, "/")) {
+			return store.ErrNotEmpty // a label, or a namespace's marker
+		}
+		keys = append(keys, name)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// The marker, dir's own key, last: while it is there, so is the
+	// namespace.
+	slices.SortFunc(keys, func(a, b string) int { return len(b) - len(a) })
+	for _, k := range keys {
+		if err := l.b.del(ctx, store.LabelsDir+"/"+dir+k, ""); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
 }
 
 // A namespace's marker is the empty object labels/<ns>/, as a directory
@@ -119,11 +166,12 @@ func labelErr(name string, err error) error { return &store.Error{Op: "label", N
 type current struct {
 	refs    []store.Hash
 	bad     int    // lines that are not hashes
-	version string // createOnly when the label does not exist
+	version string // of the object; createOnly when there is none
+	absent  bool   // no label: no object, or a tombstone
 	mod     time.Time
 }
 
-func (c current) exists() bool { return c.version != createOnly }
+func (c current) exists() bool { return !c.absent }
 
 // errKeep ends a change without writing anything.
 var errKeep = errors.New("label unchanged")
@@ -159,11 +207,11 @@ func (s *Store) change(ctx context.Context, name string, decide func(cur current
 		case len(next) == 0 && !cur.exists():
 			return nil
 		case len(next) == 0:
-			if err = s.labels.remove(ctx, name, cur.version); err == nil {
+			if err = s.removeLabel(ctx, name, cur.version); err == nil {
 				s.keepNamespace(ctx, name)
 			}
 		default:
-			if !cur.exists() {
+			if cur.version == createOnly {
 				if err := s.checkNewLabel(ctx, name); err != nil {
 					return err
 				}
@@ -196,19 +244,38 @@ func (s *Store) change(ctx context.Context, name string, decide func(cur current
 func (s *Store) readLabel(ctx context.Context, name string) (current, error) {
 	data, version, mod, err := s.labels.read(ctx, name)
 	if err != nil {
+		gone := current{version: version, absent: true}
 		if errors.Is(err, store.ErrNotFound) {
 			if ns, nerr := s.isNamespace(ctx, name); nerr == nil && ns {
-				return current{}, labelErr(name, store.ErrIsNamespace)
+				return gone, labelErr(name, store.ErrIsNamespace)
 			}
-			return current{}, labelErr(name, store.ErrNotFound)
+			return gone, labelErr(name, store.ErrNotFound)
 		}
-		return current{}, labelErr(name, err)
+		return gone, labelErr(name, err)
 	}
 	refs, bad := store.ParseLabelFile(data)
 	if len(bad) > 0 {
 		s.log.Warn("skipping label lines that are not hashes", "label", name, "lines", bad)
 	}
 	return current{refs: refs, bad: len(bad), version: version, mod: mod}, nil
+}
+
+// removeLabel removes the label at version. Where the service honours a
+// condition on DELETE, it deletes the object; where it ignores it (Ceph
+// RGW deletes whatever is there), a racing append made after the label
+// was read would be deleted with it, so the label is overwritten instead
+// with a tombstone, an empty object, by a conditional PUT. Tombstones are
+// absent labels to every reader; the next write of the label replaces
+// one, on the same condition.
+func (s *Store) removeLabel(ctx context.Context, name, version string) error {
+	tombs, err := s.tombstones(ctx)
+	if err != nil {
+		return err
+	}
+	if tombs {
+		return s.labels.tomb(ctx, name, version)
+	}
+	return s.labels.remove(ctx, name, version)
 }
 
 // keepNamespace leaves the marker of the namespace a removed label was in,
@@ -232,7 +299,7 @@ func (s *Store) keepNamespace(ctx context.Context, removed string) {
 // isNamespace reports whether labels live under name/.
 func (s *Store) isNamespace(ctx context.Context, name string) (bool, error) {
 	found := false
-	err := s.labels.list(ctx, name+"/", 1, func(string, string) error { found = true; return nil })
+	err := s.labels.list(ctx, name+"/", func(string, string) error { found = true; return errStop })
 	return found, err
 }
 
@@ -377,7 +444,7 @@ func (s *Store) ListLabels(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	var names []string
-	err := s.labels.list(ctx, "", 0, func(name, _ string) error {
+	err := s.labels.list(ctx, "", func(name, _ string) error {
 		if strings.HasSuffix(name, "/") {
 			return nil // a namespace's marker
 		}

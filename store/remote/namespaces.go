@@ -123,24 +123,17 @@ func (s *Store) RemoveNamespace(ctx context.Context, name string) error {
 	if err := s.writable(); err != nil {
 		return err
 	}
-	var inside []string
-	err := s.labels.list(ctx, name+"/", 2, func(n, _ string) error {
-		inside = append(inside, n)
-		return nil
-	})
+	ns, err := s.isNamespace(ctx, name)
 	if err != nil {
 		return labelErr(name, err)
 	}
-	switch {
-	case len(inside) == 0:
+	if !ns {
 		if _, _, _, err := s.labels.read(ctx, name); err == nil {
 			return labelErr(name, store.ErrNotNamespace)
 		}
 		return labelErr(name, store.ErrNotFound)
-	case len(inside) > 1 || inside[0] != name+"/":
-		return labelErr(name, store.ErrNotEmpty)
 	}
-	if err := s.labels.unmark(ctx, name); err != nil {
+	if err := s.labels.clear(ctx, name+"/"); err != nil {
 		return labelErr(name, err)
 	}
 	return nil
@@ -189,7 +182,7 @@ func (s *Store) RenameLabel(ctx context.Context, from, to string) error {
 		if err := s.labels.write(ctx, to, data, anyVersion); err != nil {
 			return labelErr(to, err)
 		}
-		err = s.labels.remove(ctx, from, version)
+		err = s.removeLabel(ctx, from, version)
 		if !errors.Is(err, errConflict) {
 			if err != nil {
 				return labelErr(from, err)

@@ -206,15 +206,17 @@ func (b *bucket) del(ctx context.Context, key, version string) error {
 	return mapErr(err, version != "")
 }
 
-// list calls fn for every key under dir, in key order, without dir.
-// limit > 0 stops after that many.
-func (b *bucket) list(ctx context.Context, dir string, limit int, fn func(name string, info objectInfo) error) error {
+// errStop ends a listing early, without error.
+var errStop = errors.New("stop listing")
+
+// list calls fn for every key under dir, in key order, without dir, until
+// fn returns errStop. hint > 0 asks for pages of that many keys.
+func (b *bucket) list(ctx context.Context, dir string, hint int, fn func(name string, info objectInfo) error) error {
 	in := &s3.ListObjectsV2Input{Bucket: &b.name, Prefix: b.key(dir)}
-	if limit > 0 {
-		in.MaxKeys = aws.Int32(int32(limit))
+	if hint > 0 {
+		in.MaxKeys = aws.Int32(int32(hint))
 	}
 	p := s3.NewListObjectsV2Paginator(b.c, in)
-	seen := 0
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
@@ -222,11 +224,12 @@ func (b *bucket) list(ctx context.Context, dir string, limit int, fn func(name s
 		}
 		for _, o := range page.Contents {
 			name := strings.TrimPrefix(aws.ToString(o.Key), b.prefix+dir)
-			if err := fn(name, objectInfo{aws.ToInt64(o.Size), unquote(aws.ToString(o.ETag)), aws.ToTime(o.LastModified)}); err != nil {
-				return err
-			}
-			if seen++; limit > 0 && seen >= limit {
+			err := fn(name, objectInfo{aws.ToInt64(o.Size), unquote(aws.ToString(o.ETag)), aws.ToTime(o.LastModified)})
+			if err == errStop {
 				return nil
+			}
+			if err != nil {
+				return err
 			}
 		}
 	}
@@ -236,7 +239,7 @@ func (b *bucket) list(ctx context.Context, dir string, limit int, fn func(name s
 // listDir calls fn for every entry one level under dir (ending in "/"):
 // objects, and the common prefixes below it as directories (name without
 // its "/"). dir's own key, a directory marker, is not an entry.
-func (b *bucket) listDir(ctx context.Context, dir string, fn func(name string, isDir bool) error) error {
+func (b *bucket) listDir(ctx context.Context, dir string, fn func(name string, isDir bool, size int64) error) error {
 	in := &s3.ListObjectsV2Input{Bucket: &b.name, Prefix: b.key(dir), Delimiter: aws.String("/")}
 	p := s3.NewListObjectsV2Paginator(b.c, in)
 	for p.HasMorePages() {
@@ -246,7 +249,7 @@ func (b *bucket) listDir(ctx context.Context, dir string, fn func(name string, i
 		}
 		for _, cp := range page.CommonPrefixes {
 			name := strings.TrimSuffix(strings.TrimPrefix(aws.ToString(cp.Prefix), b.prefix+dir), "/")
-			if err := fn(name, true); err != nil {
+			if err := fn(name, true, 0); err != nil {
 				return err
 			}
 		}
@@ -255,7 +258,7 @@ func (b *bucket) listDir(ctx context.Context, dir string, fn func(name string, i
 			if name == "" {
 				continue
 			}
-			if err := fn(name, false); err != nil {
+			if err := fn(name, false, aws.ToInt64(o.Size)); err != nil {
 				return err
 			}
 		}

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,6 +68,11 @@ type Store struct {
 	closed   atomic.Bool
 	// conflicts counts label changes that lost a race and were retried.
 	conflicts atomic.Int64
+
+	probeMu    sync.Mutex
+	probed     bool // tombs is known
+	tombs      bool // labels are removed by tombstone (see removeLabel)
+	forceTombs bool // for tests: tombstones without asking the service
 }
 
 var _ store.Backend = (*Store)(nil)
@@ -81,7 +87,7 @@ func Open(ctx context.Context, loc Location, opts Options) (*Store, error) {
 	}
 	// One listing call tells a missing bucket or bad credentials apart
 	// from a working store, before any command depends on it.
-	if err := b.list(ctx, store.DataDir+"/", 1, func(string, objectInfo) error { return nil }); err != nil {
+	if err := b.list(ctx, store.DataDir+"/", 1, func(string, objectInfo) error { return errStop }); err != nil {
 		return nil, &store.Error{Op: "store", Name: loc.String(), Err: err}
 	}
 	s := &Store{loc: loc, b: b, labels: s3Labels{b}, log: opts.Logger, spoolDir: opts.SpoolDir, readOnly: opts.ReadOnly, poll: opts.PollInterval}

@@ -49,6 +49,73 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestConformanceTombstones runs the suite as on a service that ignores
+// conditions on DELETE (Ceph RGW): labels are removed by tombstone.
+func TestConformanceTombstones(t *testing.T) {
+	srv := s3test.Start(t)
+	storetest.Run(t, func(t *testing.T) store.Backend {
+		s, _ := openIn(t, srv)
+		remote.ForceTombstones(s)
+		return s
+	})
+}
+
+// TestTombstones: a removed label is an empty object; readers, listings,
+// a copy and the next write of the label all take it for no label.
+func TestTombstones(t *testing.T) {
+	srv := s3test.Start(t)
+	s, bucket := openIn(t, srv)
+	if tombs, err := remote.Tombstones(s, ctx); tombs || err != nil {
+		t.Fatalf("versitygw honours conditions on DELETE, yet the probe says tombstones: %v, %v", tombs, err)
+	}
+	s, bucket = openIn(t, srv)
+	remote.ForceTombstones(s)
+	h := mustStore(t, s, "a")
+	for _, name := range []string{"gone", "ns/gone"} {
+		if err := s.Label(ctx, name, h); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RemoveLabel(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		out, err := srv.Client().HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(srv.BucketName(bucket)), Key: aws.String("theater/store/labels/" + name)})
+		if err != nil || aws.ToInt64(out.ContentLength) != 0 {
+			t.Fatalf("after removing %s: %v, %v; want its tombstone", name, out, err)
+		}
+		if _, err := s.GetByLabel(ctx, name); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("GetByLabel of a tombstone: %v", err)
+		}
+		if err := s.RemoveLabel(ctx, name); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("removing a tombstone: %v", err)
+		}
+	}
+	if names, err := s.ListLabels(ctx); len(names) != 0 || err != nil {
+		t.Fatalf("ListLabels lists tombstones: %q, %v", names, err)
+	}
+	if ents, err := s.ReadNamespace(ctx, "ns"); len(ents) != 0 || err != nil {
+		t.Fatalf("ReadNamespace of a namespace holding a tombstone: %v, %v", ents, err)
+	}
+	if err := s.RemoveNamespace(ctx, "ns"); err != nil {
+		t.Fatalf("removing a namespace holding only a tombstone: %v", err)
+	}
+	// A label written again over its tombstone.
+	if err := s.Label(ctx, "gone", h); err != nil {
+		t.Fatal(err)
+	}
+	if refs, err := s.GetByLabel(ctx, "gone"); err != nil || len(refs) != 1 {
+		t.Fatalf("a label written over its tombstone: %v, %v", refs, err)
+	}
+	local, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	s.RemoveLabel(ctx, "gone")
+	if rep, err := store.Copy(ctx, s, local, store.CopyOptions{}); err != nil || rep.Labels != 0 {
+		t.Fatalf("copy of a bucket holding tombstones: %+v, %v", rep, err)
+	}
+}
+
 // putRaw writes an object as another tool would.
 func putRaw(t *testing.T, srv *s3test.Server, bucket, key string, body []byte) {
 	t.Helper()
