@@ -13,6 +13,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/theater-storefs/theater-storefs/store"
+	"github.com/theater-storefs/theater-storefs/store/remote"
 	"github.com/urfave/cli/v2"
 )
 
@@ -610,12 +611,21 @@ func cmdSync(c *cli.Context) error {
 	if from == to {
 		return usagef("sync: FROM and TO are the same store")
 	}
-	src, err := openAt(c, from, false)
+	if c.String("labels") != "" && remote.IsURL(from) && remote.IsURL(to) {
+		return usagef("sync: --labels would be the labels of both buckets; sync through a directory")
+	}
+	labelsOf := func(where string) string {
+		if remote.IsURL(where) {
+			return c.String("labels")
+		}
+		return ""
+	}
+	src, err := openAt(c, from, false, labelsOf(from))
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	dst, err := openAt(c, to, true)
+	dst, err := openAt(c, to, true, labelsOf(to))
 	if err != nil {
 		return err
 	}

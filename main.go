@@ -140,6 +140,11 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 				Usage:   "the store `DIR`, or a bucket: s3://BUCKET/PREFIX?endpoint=URL (default: $THEATER_HOME/store, else ./store)",
 				EnvVars: []string{"THEATER_STORE"},
 			},
+			&cli.StringFlag{
+				Name:    "labels",
+				Usage:   "with a bucket: keep its labels in etcd at `URL` (etcd://host:port/prefix) rather than in the bucket",
+				EnvVars: []string{"THEATER_LABELS"},
+			},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log as `text` or json"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log more"},
 		},
@@ -198,17 +203,26 @@ func storeDir(c *cli.Context) string {
 // (s3://...). Only commands that write (create is true) make a store
 // directory that is not there yet; a bucket is made by its service.
 func openStore(c *cli.Context, create bool) (store.Backend, error) {
-	return openAt(c, storeDir(c), create)
+	return openAt(c, storeDir(c), create, c.String("labels"))
 }
 
-// openAt opens the store at where, a directory or a bucket.
-func openAt(c *cli.Context, where string, create bool) (store.Backend, error) {
+// openAt opens the store at where, a directory or a bucket, the bucket's
+// labels in etcd if labels names it.
+func openAt(c *cli.Context, where string, create bool, labels string) (store.Backend, error) {
+	if labels != "" {
+		if _, _, err := remote.ParseEtcdURL(labels); err != nil {
+			return nil, usageError{err.Error()}
+		}
+		if !remote.IsURL(where) {
+			return nil, usagef("--labels is for a bucket's labels; %s is a store directory", where)
+		}
+	}
 	if remote.IsURL(where) {
 		loc, err := remote.ParseURL(where)
 		if err != nil {
 			return nil, usageError{err.Error()}
 		}
-		return remote.Open(c.Context, loc, remote.Options{})
+		return remote.Open(c.Context, loc, remote.Options{Labels: labels})
 	}
 	return openDir(where, create)
 }

@@ -196,7 +196,8 @@ func spawnServer(c *cli.Context, mnt, dir string) error {
 	}
 }
 
-// globalFlags passes the logging flags on to the server process.
+// globalFlags passes the logging flags and --labels on to the server
+// process.
 func globalFlags(c *cli.Context) []string {
 	var out []string
 	if lf := c.String("log-format"); lf != "" {
@@ -204,6 +205,9 @@ func globalFlags(c *cli.Context) []string {
 	}
 	if c.Bool("verbose") {
 		out = append(out, "--verbose")
+	}
+	if l := c.String("labels"); l != "" {
+		out = append(out, "--labels", l)
 	}
 	return out
 }
@@ -342,6 +346,9 @@ func openMountStore(c *cli.Context, mnt, dir string) (mountStore, error) {
 func mountBucket(c *cli.Context, mnt string) (*remote.Options, error) {
 	where := storeDir(c)
 	if !remote.IsURL(where) {
+		if c.String("labels") != "" {
+			return nil, usagef("mount: --labels is for a bucket's labels; %s is a store directory", where)
+		}
 		for _, f := range []string{"cache", "cache-size", "poll"} {
 			if c.IsSet(f) {
 				return nil, usagef("mount: --%s is for a bucket; %s is a store directory", f, where)
@@ -372,8 +379,14 @@ func mountBucket(c *cli.Context, mnt string) (*remote.Options, error) {
 	if cache, err = filepath.Abs(cache); err != nil {
 		return nil, err
 	}
+	labels := c.String("labels")
+	if labels != "" {
+		if _, _, err := remote.ParseEtcdURL(labels); err != nil {
+			return nil, usageError{err.Error()}
+		}
+	}
 	return &remote.Options{
-		Logger: slog.Default(), ReadOnly: c.Bool("read-only"),
+		Logger: slog.Default(), ReadOnly: c.Bool("read-only"), Labels: labels,
 		CacheDir: cache, CacheSize: size, PollInterval: c.Duration("poll"),
 	}, nil
 }

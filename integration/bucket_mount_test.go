@@ -11,6 +11,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/theater-storefs/theater-storefs/internal/etcdtest"
 	"github.com/theater-storefs/theater-storefs/internal/s3test"
 	"github.com/theater-storefs/theater-storefs/internal/theatertest"
 )
@@ -160,9 +161,47 @@ func TestBucketMountCacheBound(t *testing.T) {
 func TestBucketTwoMounts(t *testing.T) {
 	requireFuse(t)
 	srv := s3test.Start(t)
-	url := srv.Bucket(t, "shared", "")
-	a := mountStore(t, url, "--cache", t.TempDir(), "--poll", "200ms")
-	b := mountStore(t, url, "--cache", t.TempDir(), "--poll", "200ms")
+	twoMounts(t, srv.Bucket(t, "shared", ""), "--poll", "200ms")
+}
+
+// TestBucketTwoMountsEtcd: the same with the labels in etcd, whose watch
+// tells the other mount of a change at once.
+func TestBucketTwoMountsEtcd(t *testing.T) {
+	requireFuse(t)
+	srv, etcd := s3test.Start(t), etcdtest.Start(t)
+	url := srv.Bucket(t, "shared-etcd", "")
+	labels := "etcd://" + etcd + "/shared"
+	twoMounts(t, url, "--labels", labels)
+	if r := cli(t, "--store", url, "--labels", labels, "labels"); r.code != 0 || r.stdout != "" {
+		t.Errorf("labels after the mounts' changes:\n%s", r)
+	}
+	if r := cli(t, "--store", url, "labels"); r.code != 0 || r.stdout != "" {
+		t.Errorf("the bucket holds labels of its own:\n%s", r)
+	}
+}
+
+// twoMounts mounts url twice with the global flags (--labels) or mount
+// flags given, and changes a label on one while the other looks.
+func twoMounts(t *testing.T, url string, flags ...string) {
+	var global, local []string
+	for i := 0; i+1 < len(flags); i += 2 {
+		if flags[i] == "--labels" {
+			global = append(global, flags[i:i+2]...)
+		} else {
+			local = append(local, flags[i:i+2]...)
+		}
+	}
+	mount := func() string {
+		mnt := newMountpoint(t)
+		args := append(append([]string{"--store", url}, global...), "mount", "--cache", t.TempDir())
+		r := cli(t, append(append(args, local...), mnt)...)
+		if r.code != 0 {
+			t.Fatalf("mount:\n%s", r)
+		}
+		t.Cleanup(func() { cleanupMount(t, mnt) })
+		return mnt
+	}
+	a, b := mount(), mount()
 	mustSh(t, a, "printf one > by-label/shared")
 	if got := catFile(t, b, "by-label/shared"); got != "one" {
 		t.Fatalf("the other mount reads %q", got)

@@ -12,13 +12,11 @@ import (
 // feed reports an overflow instead.
 const maxPending = 4096
 
-// feed finds labels changed by others (other nodes, the CLI) by listing
-// labels/ every poll interval and comparing each label's ETag with the
-// last listing's. Blobs never change, so only labels are watched.
+// feed is the change feed of a bucket's labels. Blobs never change, so
+// only labels are watched.
 type feed struct {
-	s      *Store
 	ready  chan struct{}
-	done   chan struct{}
+	done   <-chan struct{}
 	cancel context.CancelFunc
 
 	mu       sync.Mutex
@@ -28,70 +26,27 @@ type feed struct {
 
 var _ store.Feed = (*feed)(nil)
 
-// Feed starts watching the labels. The first listing is made before it
-// returns, so that changes after it are seen.
+// Feed starts watching the labels for changes made anywhere.
 func (s *Store) Feed() (store.Feed, error) {
 	if err := s.open(); err != nil {
 		return nil, err
 	}
-	seen, err := s.labelVersions(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &feed{ready: make(chan struct{}, 1), cancel: cancel, pending: map[string]struct{}{}}
+	done, err := s.labels.changes(ctx, s.poll, f.note)
 	if err != nil {
+		cancel()
 		return nil, &store.Error{Op: "watch", Name: s.loc.String(), Err: err}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	f := &feed{s: s, ready: make(chan struct{}, 1), done: make(chan struct{}), cancel: cancel, pending: map[string]struct{}{}}
-	go f.loop(ctx, seen)
+	f.done = done
 	return f, nil
 }
 
-// labelVersions lists every label (and namespace marker) with its ETag.
-func (s *Store) labelVersions(ctx context.Context) (map[string]string, error) {
-	out := map[string]string{}
-	err := s.labels.list(ctx, "", func(name, version string) error {
-		out[name] = version
-		return nil
-	})
-	return out, err
-}
-
-func (f *feed) loop(ctx context.Context, seen map[string]string) {
-	defer close(f.done)
-	t := time.NewTicker(f.s.poll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		now, err := f.s.labelVersions(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				f.s.log.Warn("cannot list labels for changes; trying again", "err", err)
-			}
-			continue
-		}
-		var changed []string
-		for name, v := range now {
-			if seen[name] != v {
-				changed = append(changed, name)
-			}
-		}
-		for name := range seen {
-			if _, ok := now[name]; !ok {
-				changed = append(changed, name)
-			}
-		}
-		seen = now
-		f.note(changed)
-	}
-}
-
 func (f *feed) note(names []string) {
-	if len(names) == 0 {
-		return
-	}
 	f.mu.Lock()
+	if names == nil {
+		f.overflow = true
+	}
 	for _, n := range names {
 		if len(f.pending) >= maxPending {
 			f.overflow = true
@@ -139,4 +94,59 @@ func (f *feed) Close() error {
 	f.cancel()
 	<-f.done
 	return nil
+}
+
+// changes polls: it lists every label with its ETag every interval and
+// reports those whose ETag changed, appeared or went since the last list.
+func (l *s3Labels) changes(ctx context.Context, interval time.Duration, fn func([]string)) (<-chan struct{}, error) {
+	seen, err := l.versions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			now, err := l.versions(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					l.log.Warn("cannot list labels for changes; trying again", "err", err)
+				}
+				continue
+			}
+			var changed []string
+			for name, v := range now {
+				if seen[name] != v {
+					changed = append(changed, name)
+				}
+			}
+			for name := range seen {
+				if _, ok := now[name]; !ok {
+					changed = append(changed, name)
+				}
+			}
+			seen = now
+			if len(changed) > 0 {
+				fn(changed)
+			}
+		}
+	}()
+	return done, nil
+}
+
+// versions lists every label (and namespace marker) with its ETag.
+func (l *s3Labels) versions(ctx context.Context) (map[string]string, error) {
+	out := map[string]string{}
+	err := l.list(ctx, "", func(name, version string) error {
+		out[name] = version
+		return nil
+	})
+	return out, err
 }

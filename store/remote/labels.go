@@ -1,6 +1,8 @@
 package remote
 
 import (
+	"log/slog"
+	"sync"
 	"bytes"
 	"context"
 	"errors"
@@ -27,14 +29,18 @@ type labelStore interface {
 	write(ctx context.Context, name string, data []byte, version string) error
 	// remove deletes a label file if its version is still version.
 	remove(ctx context.Context, name, version string) error
+	// changes starts calling fn, from a goroutine of its own, with the
+	// names of labels changed from now on (polled every interval, or as
+	// they change), until ctx ends; then done closes. nil names mean an
+	// unknown set of them.
+	changes(ctx context.Context, interval time.Duration, fn func(names []string)) (done <-chan struct{}, err error)
+	close() error
 	// list calls fn for every label under dir ("" or ending in "/") with
 	// its version, sorted, until fn returns errStop. Namespace markers
 	// (names ending in "/") are listed too, tombstones not.
 	list(ctx context.Context, dir string, fn func(name, version string) error) error
 	// readDir lists the labels and namespaces right under dir.
 	readDir(ctx context.Context, dir string, fn func(name string, isNamespace bool) error) error
-	// tomb writes a tombstone over the label at version.
-	tomb(ctx context.Context, name, version string) error
 	// clear removes everything under dir, tombstones and markers too,
 	// if no label is there; else ErrNotEmpty.
 	clear(ctx context.Context, dir string) error
@@ -44,9 +50,17 @@ type labelStore interface {
 }
 
 // s3Labels keeps labels as objects labels/<name> beside the blobs.
-type s3Labels struct{ b *bucket }
+type s3Labels struct {
+	b   *bucket
+	log *slog.Logger
 
-func (l s3Labels) read(ctx context.Context, name string) ([]byte, string, time.Time, error) {
+	probeMu    sync.Mutex
+	probed     bool // tombs is known
+	tombs      bool // labels are removed by tombstone (see remove)
+	forceTombs bool // for tests: tombstones without asking the service
+}
+
+func (l *s3Labels) read(ctx context.Context, name string) ([]byte, string, time.Time, error) {
 	body, info, err := l.b.get(ctx, store.LabelsDir+"/"+name, 0, 0)
 	if err != nil {
 		return nil, "", time.Time{}, err
@@ -59,16 +73,33 @@ func (l s3Labels) read(ctx context.Context, name string) ([]byte, string, time.T
 	return data, info.etag, info.mod, err
 }
 
-func (l s3Labels) write(ctx context.Context, name string, data []byte, version string) error {
+func (l *s3Labels) write(ctx context.Context, name string, data []byte, version string) error {
 	_, err := l.b.put(ctx, store.LabelsDir+"/"+name, bytes.NewReader(data), int64(len(data)), version)
 	return err
 }
 
-func (l s3Labels) remove(ctx context.Context, name, version string) error {
+// remove deletes a label at version. Where the service honours a
+// condition on DELETE, it deletes the object; where it ignores it (Ceph
+// RGW deletes whatever is there), a racing append made after the label
+// was read would be deleted with it, so the label is overwritten instead
+// with a tombstone, an empty object, by a conditional PUT. Tombstones are
+// absent labels to every reader; the next write of the label replaces
+// one, on the same condition.
+func (l *s3Labels) remove(ctx context.Context, name, version string) error {
+	tombs, err := l.tombstones(ctx)
+	if err != nil {
+		return err
+	}
+	if tombs {
+		_, err := l.b.put(ctx, store.LabelsDir+"/"+name, bytes.NewReader(nil), 0, version)
+		return err
+	}
 	return l.b.del(ctx, store.LabelsDir+"/"+name, version)
 }
 
-func (l s3Labels) list(ctx context.Context, dir string, fn func(name, version string) error) error {
+func (l *s3Labels) close() error { return nil }
+
+func (l *s3Labels) list(ctx context.Context, dir string, fn func(name, version string) error) error {
 	return l.b.list(ctx, store.LabelsDir+"/"+dir, 0, func(name string, info objectInfo) error {
 		full := dir + name
 		if info.size == 0 && !strings.HasSuffix(full, "/") {
@@ -78,7 +109,7 @@ func (l s3Labels) list(ctx context.Context, dir string, fn func(name, version st
 	})
 }
 
-func (l s3Labels) readDir(ctx context.Context, dir string, fn func(string, bool) error) error {
+func (l *s3Labels) readDir(ctx context.Context, dir string, fn func(string, bool) error) error {
 	return l.b.listDir(ctx, store.LabelsDir+"/"+dir, func(name string, isDir bool, size int64) error {
 		if !isDir && size == 0 {
 			return nil // a tombstone
@@ -87,13 +118,7 @@ func (l s3Labels) readDir(ctx context.Context, dir string, fn func(string, bool)
 	})
 }
 
-// A tombstone is an empty object: no label holds no hash.
-func (l s3Labels) tomb(ctx context.Context, name, version string) error {
-	_, err := l.b.put(ctx, store.LabelsDir+"/"+name, bytes.NewReader(nil), 0, version)
-	return err
-}
-
-func (l s3Labels) clear(ctx context.Context, dir string) error {
+func (l *s3Labels) clear(ctx context.Context, dir string) error {
 	var keys []string
 	err := l.b.list(ctx, store.LabelsDir+"/"+dir, 0, func(name string, info objectInfo) error {
 		if info.size > 0 || (name != "" && strings.HasSuffix(name, "/")) {
@@ -118,12 +143,12 @@ func (l s3Labels) clear(ctx context.Context, dir string) error {
 
 // A namespace's marker is the empty object labels/<ns>/, as a directory
 // is shown in a bucket.
-func (l s3Labels) mark(ctx context.Context, ns string) error {
+func (l *s3Labels) mark(ctx context.Context, ns string) error {
 	_, err := l.b.put(ctx, store.LabelsDir+"/"+ns+"/", bytes.NewReader(nil), 0, anyVersion)
 	return err
 }
 
-func (l s3Labels) unmark(ctx context.Context, ns string) error {
+func (l *s3Labels) unmark(ctx context.Context, ns string) error {
 	return l.b.del(ctx, store.LabelsDir+"/"+ns+"/", "")
 }
 
@@ -207,7 +232,7 @@ func (s *Store) change(ctx context.Context, name string, decide func(cur current
 		case len(next) == 0 && !cur.exists():
 			return nil
 		case len(next) == 0:
-			if err = s.removeLabel(ctx, name, cur.version); err == nil {
+			if err = s.labels.remove(ctx, name, cur.version); err == nil {
 				s.keepNamespace(ctx, name)
 			}
 		default:
@@ -258,24 +283,6 @@ func (s *Store) readLabel(ctx context.Context, name string) (current, error) {
 		s.log.Warn("skipping label lines that are not hashes", "label", name, "lines", bad)
 	}
 	return current{refs: refs, bad: len(bad), version: version, mod: mod}, nil
-}
-
-// removeLabel removes the label at version. Where the service honours a
-// condition on DELETE, it deletes the object; where it ignores it (Ceph
-// RGW deletes whatever is there), a racing append made after the label
-// was read would be deleted with it, so the label is overwritten instead
-// with a tombstone, an empty object, by a conditional PUT. Tombstones are
-// absent labels to every reader; the next write of the label replaces
-// one, on the same condition.
-func (s *Store) removeLabel(ctx context.Context, name, version string) error {
-	tombs, err := s.tombstones(ctx)
-	if err != nil {
-		return err
-	}
-	if tombs {
-		return s.labels.tomb(ctx, name, version)
-	}
-	return s.labels.remove(ctx, name, version)
 }
 
 // keepNamespace leaves the marker of the namespace a removed label was in,

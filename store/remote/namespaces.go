@@ -182,7 +182,7 @@ func (s *Store) RenameLabel(ctx context.Context, from, to string) error {
 		if err := s.labels.write(ctx, to, data, anyVersion); err != nil {
 			return labelErr(to, err)
 		}
-		err = s.removeLabel(ctx, from, version)
+		err = s.labels.remove(ctx, from, version)
 		if !errors.Is(err, errConflict) {
 			if err != nil {
 				return labelErr(from, err)

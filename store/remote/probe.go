@@ -18,35 +18,35 @@ const probeDir = ".theater-storefs/"
 // service ignores If-Match on DELETE. It asks the service once, the first
 // time a label is removed: a probe object is deleted on a condition that
 // does not hold, and must survive it.
-func (s *Store) tombstones(ctx context.Context) (bool, error) {
-	s.probeMu.Lock()
-	defer s.probeMu.Unlock()
-	if s.probed {
-		return s.tombs, nil
+func (l *s3Labels) tombstones(ctx context.Context) (bool, error) {
+	l.probeMu.Lock()
+	defer l.probeMu.Unlock()
+	if l.probed {
+		return l.tombs, nil
 	}
-	if s.forceTombs {
-		s.probed, s.tombs = true, true
+	if l.forceTombs {
+		l.probed, l.tombs = true, true
 		return true, nil
 	}
 	key := fmt.Sprintf("%sprobe-%016x", probeDir, rand.Uint64())
-	etag, err := s.b.put(ctx, key, bytes.NewReader([]byte("probe")), 5, createOnly)
+	etag, err := l.b.put(ctx, key, bytes.NewReader([]byte("probe")), 5, createOnly)
 	if err != nil {
 		return false, &store.Error{Op: "probe", Name: key, Err: err}
 	}
-	err = s.b.del(ctx, key, "0"+etag) // not its ETag
+	err = l.b.del(ctx, key, "0"+etag) // not its ETag
 	switch {
 	case errors.Is(err, errConflict):
-		s.tombs = false
+		l.tombs = false
 	case err != nil:
 		return false, &store.Error{Op: "probe", Name: key, Err: err}
 	default:
-		_, herr := s.b.head(ctx, key)
-		s.tombs = errors.Is(herr, store.ErrNotFound)
+		_, herr := l.b.head(ctx, key)
+		l.tombs = errors.Is(herr, store.ErrNotFound)
 	}
-	s.b.del(ctx, key, "")
-	s.probed = true
-	if s.tombs {
-		s.log.Info("the service ignores conditions on DELETE; labels are removed by tombstone", "store", s.loc.String())
+	l.b.del(ctx, key, "")
+	l.probed = true
+	if l.tombs {
+		l.log.Info("the service ignores conditions on DELETE; labels are removed by tombstone", "bucket", l.b.name)
 	}
-	return s.tombs, nil
+	return l.tombs, nil
 }

@@ -21,7 +21,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +46,9 @@ type Options struct {
 	// PollInterval is how often Feed lists the labels for changes made
 	// elsewhere; DefaultPollInterval if 0.
 	PollInterval time.Duration
+	// Labels, if set, keeps the labels in etcd rather than in the
+	// bucket: etcd://host:port[,host:port]/prefix.
+	Labels string
 }
 
 // Defaults of Options.
@@ -68,11 +70,6 @@ type Store struct {
 	closed   atomic.Bool
 	// conflicts counts label changes that lost a race and were retried.
 	conflicts atomic.Int64
-
-	probeMu    sync.Mutex
-	probed     bool // tombs is known
-	tombs      bool // labels are removed by tombstone (see removeLabel)
-	forceTombs bool // for tests: tombstones without asking the service
 }
 
 var _ store.Backend = (*Store)(nil)
@@ -90,9 +87,15 @@ func Open(ctx context.Context, loc Location, opts Options) (*Store, error) {
 	if err := b.list(ctx, store.DataDir+"/", 1, func(string, objectInfo) error { return errStop }); err != nil {
 		return nil, &store.Error{Op: "store", Name: loc.String(), Err: err}
 	}
-	s := &Store{loc: loc, b: b, labels: s3Labels{b}, log: opts.Logger, spoolDir: opts.SpoolDir, readOnly: opts.ReadOnly, poll: opts.PollInterval}
+	s := &Store{loc: loc, b: b, log: opts.Logger, spoolDir: opts.SpoolDir, readOnly: opts.ReadOnly, poll: opts.PollInterval}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	s.labels = &s3Labels{b: b, log: s.log}
+	if opts.Labels != "" {
+		if s.labels, err = openEtcd(ctx, opts.Labels, s.log); err != nil {
+			return nil, err
+		}
 	}
 	if s.poll <= 0 {
 		s.poll = DefaultPollInterval
@@ -104,6 +107,7 @@ func Open(ctx context.Context, loc Location, opts Options) (*Store, error) {
 		}
 		// The cache's lock first: the spool is cleared only by its owner.
 		if s.cache, err = openCache(filepath.Join(opts.CacheDir, "blobs"), size); err != nil {
+			s.labels.close()
 			return nil, err
 		}
 		if s.spoolDir == "" {
@@ -112,6 +116,7 @@ func Open(ctx context.Context, loc Location, opts Options) (*Store, error) {
 			os.RemoveAll(s.spoolDir)
 			if err := os.MkdirAll(s.spoolDir, 0o700); err != nil {
 				s.cache.close()
+				s.labels.close()
 				return nil, fmt.Errorf("spool: %w", err)
 			}
 		}
@@ -133,7 +138,7 @@ func (s *Store) Close() error {
 	if s.cache != nil {
 		s.cache.close()
 	}
-	return nil
+	return s.labels.close()
 }
 
 func (s *Store) open() error {
