@@ -1,16 +1,16 @@
 package remote
 
 import (
-	"log/slog"
-	"sync"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/theater-storefs/theater-storefs/store"
