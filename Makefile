@@ -23,7 +23,7 @@ BINARY := theater-storefs
 
 # Benchmarks: override on the command line, e.g. make bench BENCH_TIME=3s.
 BENCH       ?= .
-BENCH_PKGS  ?= ./store/ ./store/remote/
+BENCH_PKGS  ?= ./store/ ./store/remote/ ./integration/
 BENCH_TIME  ?= 1s
 BENCH_COUNT ?= 5
 # Where the benchmark stores go: a real disk, never tmpfs (fsync would be
