@@ -4,7 +4,7 @@
 #   make mount      build, install fuse3 if missing, create the store if absent, mount it at ./mnt
 #   make unmount    unmount ./mnt
 #   make test       go vet, then every test with the race detector
-#   make bench      the store benchmarks, the group commit figure, and bench-mount
+#   make bench      the store and bucket benchmarks, the group commit figure, and bench-mount
 #   make bench-mount the mount against the same work on the store's files (root, /dev/fuse)
 #   make fuzz       each fuzz target of store/ for $(FUZZ_TIME)
 #   make soak       the long crash loop and concurrency soak of integration/ (root, /dev/fuse)

@@ -181,7 +181,9 @@ start() {
 	# The monitor: a monmap of one, then its store, then the daemon.
 	monmaptool --create --fsid "$FSID" --addv a "[v2:127.0.0.1:$MON_PORT]" "$DIR/monmap" >/dev/null
 	ceph-mon -c "$DIR/ceph.conf" -i a --mkfs --monmap "$DIR/monmap" --keyring "$DIR/mon.keyring"
-	ceph-mon -c "$DIR/ceph.conf" -i a 2>>"$DIR/log/mon.a.stderr"
+	# setsid: out of the terminal's process group, so that a Ctrl-C reaches
+	# the tests but not the daemons, which stop then takes down in order.
+	setsid ceph-mon -c "$DIR/ceph.conf" -i a 2>>"$DIR/log/mon.a.stderr"
 	wait_for "monitor" ceph mon stat
 	log "monitor up on 127.0.0.1:$MON_PORT"
 
@@ -194,14 +196,14 @@ start() {
 	[ "$id" = 0 ] || die "expected osd.0, got osd.$id"
 	ceph-authtool --create-keyring "$DIR/osd.0/keyring" --name osd.0 --add-key "$osd_key" >/dev/null
 	ceph-osd -c "$DIR/ceph.conf" -i 0 --mkfs --osd-uuid "$osd_uuid" 2>>"$DIR/log/osd.0.stderr"
-	ceph-osd -c "$DIR/ceph.conf" -i 0 2>>"$DIR/log/osd.0.stderr"
+	setsid ceph-osd -c "$DIR/ceph.conf" -i 0 2>>"$DIR/log/osd.0.stderr"
 	wait_for "OSD up" osd_up
 	log "osd.0 up (memstore, $MEMSTORE_MB MiB)"
 
 	# The gateway: a key that may make its pools, then the daemon, which
 	# makes the default realm, zone and pools on its first start.
 	ceph auth get-or-create client.rgw mon 'allow rw' osd 'allow rwx' >"$DIR/client.rgw/keyring"
-	radosgw -c "$DIR/ceph.conf" -n client.rgw 2>>"$DIR/log/client.rgw.stderr"
+	setsid radosgw -c "$DIR/ceph.conf" -n client.rgw 2>>"$DIR/log/client.rgw.stderr"
 	wait_for "radosgw on 127.0.0.1:$RGW_PORT" curl -sf "http://127.0.0.1:$RGW_PORT/"
 	log "radosgw up on 127.0.0.1:$RGW_PORT"
 
