@@ -201,6 +201,47 @@ func TestRemote(t *testing.T) {
 		_ = h
 	})
 
+	t.Run("Drafts", func(t *testing.T) {
+		s, _ := openIn(t, srv)
+		for _, c := range []struct {
+			name  string
+			write func(d store.Draft)
+			want  string
+		}{
+			{"in order", func(d store.Draft) { d.Write([]byte("hello ")); d.Write([]byte("world")) }, "hello world"},
+			{"out of order", func(d store.Draft) { d.WriteAt([]byte("world"), 6); d.WriteAt([]byte("hello "), 0) }, "hello world"},
+			{"rewritten", func(d store.Draft) { d.Write([]byte("hello there")); d.WriteAt([]byte("world"), 6) }, "hello world"},
+			{"truncated", func(d store.Draft) { d.Write([]byte("hello world, and more")); d.Truncate(11) }, "hello world"},
+			{"extended", func(d store.Draft) { d.Write([]byte("ab")); d.Truncate(4); d.WriteAt([]byte("c"), 4) }, "ab\x00\x00c"},
+			{"read from", func(d store.Draft) { d.ReadFrom(strings.NewReader("hello world")) }, "hello world"},
+		} {
+			d, err := s.NewDraft()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.write(d)
+			if d.Size() != int64(len(c.want)) {
+				t.Errorf("%s: size %d, want %d", c.name, d.Size(), len(c.want))
+			}
+			buf := make([]byte, 64)
+			if n, err := d.ReadAt(buf, 0); n != len(c.want) || err != io.EOF || string(buf[:n]) != c.want {
+				t.Errorf("%s: ReadAt = %q, %v", c.name, buf[:n], err)
+			}
+			h, err := d.Commit(ctx, "drafts/"+strings.ReplaceAll(c.name, " ", "-"), store.LabelReplace)
+			want, _ := store.Sum([]byte(c.want))
+			if err != nil || h != want {
+				t.Errorf("%s: Commit = %s, %v; want %s", c.name, h, err, want)
+			}
+			if got, err := s.ResolveReference(ctx, "store:drafts/"+strings.ReplaceAll(c.name, " ", "-")); err != nil || string(got) != c.want {
+				t.Errorf("%s: stored %q, %v", c.name, got, err)
+			}
+			d.Discard() // after Commit: nothing
+		}
+		if ents, _ := os.ReadDir(s.Dir()); len(ents) != 0 {
+			t.Errorf("drafts left %d files in the spool", len(ents))
+		}
+	})
+
 	t.Run("NoBucket", func(t *testing.T) {
 		loc, _ := remote.ParseURL(srv.URL("no-such-bucket", ""))
 		_, err := remote.Open(ctx, loc, remote.Options{})
