@@ -81,4 +81,3 @@ func benchMount(b *testing.B, url string, global []string) string {
 	})
 	return mnt
 }
-
