@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -44,6 +45,9 @@ type Backend interface {
 	Stat(ctx context.Context, h Hash) (BlobInfo, error)
 	// ResolveLabel returns the one ref of a label (ErrAmbiguous if more).
 	ResolveLabel(ctx context.Context, name string) (Hash, error)
+	// SetLabel makes a label hold exactly refs, in order, in one change;
+	// every ref must be in the store. (Not Theater's: sync's.)
+	SetLabel(ctx context.Context, name string, refs []Hash) error
 }
 
 // Blob is an open blob: read through once from the start, or at any offset.
@@ -129,7 +133,7 @@ func readBlob(ctx context.Context, b Backend, h Hash, max int64) ([]byte, error)
 	}
 	buf := make([]byte, bi.Size)
 	if _, err := io.ReadFull(r, buf); err != nil {
-		return nil, blobErr(h, err)
+		return nil, asBlobErr(h, err)
 	}
 	// Reading on to the end lets a backend that verifies as it streams
 	// say whether the content was whole.
@@ -137,9 +141,18 @@ func readBlob(ctx context.Context, b Backend, h Hash, max int64) ([]byte, error)
 		if err == nil {
 			err = fmt.Errorf("%w: longer than its size", ErrCorrupt)
 		}
-		return nil, blobErr(h, err)
+		return nil, asBlobErr(h, err)
 	}
 	return buf, nil
+}
+
+// asBlobErr names the blob in err, unless err names something already.
+func asBlobErr(h Hash, err error) error {
+	var se *Error
+	if errors.As(err, &se) {
+		return err
+	}
+	return blobErr(h, err)
 }
 
 // OpenReference opens what a Theater reference names in backend b:

@@ -166,16 +166,8 @@ func copyLabel(ctx context.Context, src, dst Backend, name string) (bool, error)
 	if len(want) == 0 {
 		return false, nil
 	}
-	// Replace, then append the rest: each step leaves a label that
-	// names blobs that are there, and a copy cut short between them is
-	// finished by the next.
-	if err := dst.ReplaceAtLabel(ctx, name, want[0]); err != nil {
+	if err := dst.SetLabel(ctx, name, want); err != nil {
 		return false, err
-	}
-	for _, h := range want[1:] {
-		if err := dst.Label(ctx, name, h); err != nil {
-			return false, err
-		}
 	}
 	return true, nil
 }

@@ -143,6 +143,26 @@ func (s *Store) ReplaceAtLabel(ctx context.Context, name string, h Hash) error {
 	})
 }
 
+// SetLabel makes a label hold exactly refs, in order, each of which must
+// exist. Theater has no such operation; sync copies labels with it.
+func (s *Store) SetLabel(ctx context.Context, name string, refs []Hash) error {
+	if len(refs) == 0 {
+		return labelErr(name, fmt.Errorf("%w: a label holds at least one ref", ErrInvalidLabel))
+	}
+	return s.change(ctx, func(lw *labelWriter) error {
+		for _, h := range refs {
+			ok, err := s.blobExists(h)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return blobErr(h, ErrNotFound)
+			}
+		}
+		return lw.write(name, refs)
+	})
+}
+
 // GetByLabel returns a label's refs, oldest first. A label with lines
 // that are not hashes gives the refs among them (a torn append by Theater
 // leaves the refs before it whole), or ErrCorrupt if there is none.

@@ -3,8 +3,11 @@ package remote
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"sync"
@@ -52,34 +55,71 @@ func (s *Store) PutLabeled(ctx context.Context, r io.Reader, label string, mode 
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	hr := store.NewHasher()
-	w := io.MultiWriter(f, hr)
-	w.Write((*buf)[:n]) // a MultiWriter fails only as f does, and so will the copy
-	m, err := io.CopyBuffer(w, r, *buf)
+	sums := newSums()
+	w := io.MultiWriter(f, sums)
+	var m int64
+	if _, err = w.Write((*buf)[:n]); err == nil {
+		m, err = io.CopyBuffer(w, r, *buf)
+	}
 	total := int64(n) + m
 	if err != nil {
 		return store.Hash{}, total, &store.Error{Op: "store", Err: err}
 	}
-	h, err := hr.Sum()
+	c, err := sums.content(f, total)
 	if err != nil {
-		return h, total, &store.Error{Op: "store", Err: err}
+		return c.h, total, err
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return h, total, &store.Error{Op: "store", Err: err}
-	}
-	return h, total, s.commit(ctx, h, f, total, label, mode)
+	return c.h, total, s.commit(ctx, c, label, mode)
 }
 
 // putBytes stores content already in memory.
-func (s *Store) putBytes(ctx context.Context, content []byte, label string, mode store.LabelMode) (store.Hash, error) {
+func (s *Store) putBytes(ctx context.Context, b []byte, label string, mode store.LabelMode) (store.Hash, error) {
 	if err := s.checkPut(label, mode); err != nil {
 		return store.Hash{}, err
 	}
-	h, err := store.Sum(content)
+	sums := newSums()
+	sums.Write(b)
+	c, err := sums.content(bytes.NewReader(b), int64(len(b)))
 	if err != nil {
-		return h, &store.Error{Op: "store", Err: err}
+		return c.h, err
 	}
-	return h, s.commit(ctx, h, bytes.NewReader(content), int64(len(content)), label, mode)
+	return c.h, s.commit(ctx, c, label, mode)
+}
+
+// sums hashes content on its way in: SHA-1 (with collision detection) for
+// its name, MD5 for the service to check it arrived whole (Content-MD5)
+// and for comparing it with what the service holds (the ETag of an object
+// written in one PUT is its MD5).
+type sums struct {
+	sha *store.Hasher
+	md5 hash.Hash
+}
+
+func newSums() *sums { return &sums{store.NewHasher(), md5.New()} }
+
+func (s *sums) Write(p []byte) (int, error) {
+	s.sha.Write(p)
+	return s.md5.Write(p)
+}
+
+// content is what sums has seen, ready to upload from body (rewound).
+func (s *sums) content(body io.ReadSeeker, n int64) (blobContent, error) {
+	h, err := s.sha.Sum()
+	if err != nil {
+		return blobContent{h: h}, &store.Error{Op: "store", Err: err}
+	}
+	if _, err := body.Seek(0, io.SeekStart); err != nil {
+		return blobContent{h: h}, &store.Error{Op: "store", Err: err}
+	}
+	return blobContent{h: h, md5: s.md5.Sum(nil), body: body, n: n}, nil
+}
+
+// blobContent is a blob to upload.
+type blobContent struct {
+	h    store.Hash
+	md5  []byte
+	body io.ReadSeeker
+	n    int64
 }
 
 func (s *Store) checkPut(label string, mode store.LabelMode) error {
@@ -92,12 +132,17 @@ func (s *Store) checkPut(label string, mode store.LabelMode) error {
 	return nil
 }
 
-// commit uploads content named h unless the bucket has it, then points
-// label at it.
-func (s *Store) commit(ctx context.Context, h store.Hash, body io.ReadSeeker, n int64, label string, mode store.LabelMode) error {
-	if err := s.upload(ctx, h, body, n); err != nil {
+// commit uploads content unless the bucket has it, then points label at
+// it.
+func (s *Store) commit(ctx context.Context, c blobContent, label string, mode store.LabelMode) error {
+	if err := s.upload(ctx, c); err != nil {
 		return err
 	}
+	return s.commitLabel(ctx, c.h, label, mode)
+}
+
+// commitLabel points label at h as mode says.
+func (s *Store) commitLabel(ctx context.Context, h store.Hash, label string, mode store.LabelMode) error {
 	switch mode {
 	case store.LabelAppend:
 		return s.appendRef(ctx, label, h)
@@ -108,49 +153,70 @@ func (s *Store) commit(ctx context.Context, h store.Hash, body io.ReadSeeker, n 
 }
 
 // upload writes data/<h>. Content already there is not rewritten, unless
-// its size shows it is not this content: then it is replaced. A small
-// blob is sent at once, create-only, and a refusal means it is there; a
-// large one is looked for first, so that a dedup costs no upload.
-func (s *Store) upload(ctx context.Context, h store.Hash, body io.ReadSeeker, n int64) error {
-	if n > maxPut {
-		return blobErr(h, fmt.Errorf("%d bytes: blobs over 5 GiB need a multipart upload, which this backend does not make yet", n))
+// it is not this content (another size, another MD5): then it is
+// replaced. A small blob is sent at once, create-only, and a refusal means
+// it is there; a large one is looked for first, so that a dedup costs no
+// upload.
+func (s *Store) upload(ctx context.Context, c blobContent) error {
+	if c.n > maxPut {
+		return blobErr(c.h, fmt.Errorf("%d bytes: blobs over 5 GiB need a multipart upload, which this backend does not make yet", c.n))
 	}
-	if n > smallBlob {
-		present, err := s.present(ctx, h, n)
+	if c.n > smallBlob {
+		present, err := s.present(ctx, c)
 		if present || err != nil {
 			return err
 		}
 	}
-	_, err := s.b.put(ctx, blobKey(h), body, n, createOnly, unsignedPayload)
+	_, err := s.b.put(ctx, blobKey(c.h), c.body, c.n, createOnly, c.md5, unsignedPayload)
 	if errors.Is(err, errConflict) {
 		// There already, or being stored by another writer this moment.
-		if present, err := s.present(ctx, h, n); present || err != nil {
+		if present, err := s.present(ctx, c); present || err != nil {
 			return err
 		}
-		if _, err := body.Seek(0, io.SeekStart); err != nil {
-			return blobErr(h, err)
+		if _, err := c.body.Seek(0, io.SeekStart); err != nil {
+			return blobErr(c.h, err)
 		}
-		_, err = s.b.put(ctx, blobKey(h), body, n, anyVersion, unsignedPayload)
+		_, err = s.b.put(ctx, blobKey(c.h), c.body, c.n, anyVersion, c.md5, unsignedPayload)
 	}
 	if err != nil {
-		return blobErr(h, err)
+		return blobErr(c.h, err)
 	}
 	return nil
 }
 
-// present reports whether data/<h> is there with n bytes. One of another
-// size is not this content, whatever its name: it is logged, to be
-// replaced.
-func (s *Store) present(ctx context.Context, h store.Hash, n int64) (bool, error) {
-	info, err := s.b.head(ctx, blobKey(h))
+// present reports whether data/<h> holds c. An object of another size or
+// MD5 is not this content, whatever its name: it is logged, to be
+// replaced. One whose ETag is not an MD5 (a multipart upload's) is read
+// and hashed.
+func (s *Store) present(ctx context.Context, c blobContent) (bool, error) {
+	info, err := s.b.head(ctx, blobKey(c.h))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return false, nil
 	case err != nil:
-		return false, blobErr(h, err)
-	case info.size != n:
-		s.log.Warn("replacing blob whose size does not match its name", "blob", h, "size", info.size, "want", n)
+		return false, blobErr(c.h, err)
+	case info.size != c.n:
+		s.log.Warn("replacing blob whose size does not match its name", "blob", c.h, "size", info.size, "want", c.n)
 		return false, nil
+	}
+	if etag, err := hex.DecodeString(info.etag); err == nil && len(etag) == md5.Size {
+		if !bytes.Equal(etag, c.md5) {
+			s.log.Warn("replacing blob whose content does not match its name", "blob", c.h)
+			return false, nil
+		}
+		return true, nil
+	}
+	r, _, err := s.OpenBlob(ctx, c.h)
+	if err != nil {
+		return false, err
+	}
+	defer r.Close()
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		if errors.Is(err, store.ErrCorrupt) {
+			s.log.Warn("replacing blob whose content does not match its name", "blob", c.h)
+			return false, nil
+		}
+		return false, err
 	}
 	return true, nil
 }
@@ -285,7 +351,7 @@ func (b *blob) Read(p []byte) (int, error) {
 	if err == io.EOF {
 		err = b.verify()
 	} else if err != nil {
-		err = blobErr(b.h, err)
+		err = blobErr(b.h, readErr(err))
 	}
 	b.err = err
 	return n, err
@@ -316,7 +382,7 @@ func (b *blob) ReadAt(p []byte, off int64) (int, error) {
 	defer body.Close()
 	n, err := io.ReadFull(body, p[:want])
 	if err != nil {
-		return n, blobErr(b.h, err)
+		return n, blobErr(b.h, readErr(err))
 	}
 	if want < int64(len(p)) {
 		return n, io.EOF
@@ -325,3 +391,12 @@ func (b *blob) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (b *blob) Close() error { return b.body.Close() }
+
+// readErr is an error met reading an answer's body: the service's (or
+// the network's), unless the caller gave up.
+func readErr(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &serviceErrorWrap{err}
+}

@@ -3,6 +3,7 @@ package remote
 import (
 	"container/list"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -32,8 +33,9 @@ type blobCache struct {
 }
 
 type cached struct {
-	h    store.Hash
-	size int64
+	h        store.Hash
+	size     int64
+	verified bool // hashed since this process took it: not one found at start
 }
 
 // loading is a download in progress, which other openers wait for.
@@ -87,7 +89,7 @@ func openCache(dir string, max int64) (*blobCache, error) {
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].used.After(all[j].used) })
 	for _, f := range all {
-		c.byHash[f.h] = c.lru.PushBack(&cached{f.h, f.size})
+		c.byHash[f.h] = c.lru.PushBack(&cached{h: f.h, size: f.size})
 		c.total += f.size
 	}
 	c.mu.Lock()
@@ -105,14 +107,27 @@ func (c *blobCache) open(ctx context.Context, h store.Hash, fetch func(ctx conte
 		c.mu.Lock()
 		if el, ok := c.byHash[h]; ok {
 			c.lru.MoveToFront(el)
+			e := el.Value.(*cached)
+			verified := e.verified
 			c.mu.Unlock()
 			f, err := os.Open(c.path(h))
+			if err == nil && !verified {
+				// Found at start: a crash may have torn it since it was
+				// verified. Hashed once, then trusted.
+				if err = checkFile(f, h); err == nil {
+					c.mu.Lock()
+					e.verified = true
+					c.mu.Unlock()
+				} else {
+					f.Close()
+				}
+			}
 			if err == nil {
 				now := time.Now()
 				os.Chtimes(c.path(h), now, time.Time{}) // recency, for the next start
 				return f, nil
 			}
-			c.drop(h) // removed behind our back: fetch it again
+			c.drop(h) // removed behind our back, or torn: fetch it again
 			continue
 		}
 		if l, ok := c.loading[h]; ok {
@@ -122,10 +137,10 @@ func (c *blobCache) open(ctx context.Context, h store.Hash, fetch func(ctx conte
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
-			if l.err != nil {
+			if l.err != nil && !errors.Is(l.err, context.Canceled) && !errors.Is(l.err, context.DeadlineExceeded) {
 				return nil, l.err
 			}
-			continue
+			continue // fetched, or the fetcher gave up for itself: again
 		}
 		l := &loading{done: make(chan struct{})}
 		c.loading[h] = l
@@ -134,7 +149,7 @@ func (c *blobCache) open(ctx context.Context, h store.Hash, fetch func(ctx conte
 		c.mu.Lock()
 		delete(c.loading, h)
 		if err == nil {
-			el := c.lru.PushFront(&cached{h, size})
+			el := c.lru.PushFront(&cached{h: h, size: size, verified: true})
 			c.byHash[h] = el
 			c.total += size
 			c.evict(el)
@@ -144,6 +159,18 @@ func (c *blobCache) open(ctx context.Context, h store.Hash, fetch func(ctx conte
 		close(l.done)
 		return f, err
 	}
+}
+
+// checkFile hashes an open copy of h and rewinds it.
+func checkFile(f *os.File, h store.Hash) error {
+	sum, _, err := store.HashReader(f)
+	if err == nil && sum != h {
+		err = fmt.Errorf("%w: cached copy does not hash to its name", store.ErrCorrupt)
+	}
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	return err
 }
 
 // fetch downloads h into a temp file, verifies it, and names it.
@@ -175,6 +202,11 @@ func (c *blobCache) fetch(ctx context.Context, h store.Hash, fetch func(context.
 	if !mod.IsZero() {
 		os.Chtimes(tmp.Name(), time.Now(), mod)
 	}
+	// Durable before it is named: a copy found under a blob's name
+	// after a crash is whole, or is caught by checkFile.
+	if err := tmp.Sync(); err != nil {
+		return nil, 0, blobErr(h, fmt.Errorf("blob cache: %w", err))
+	}
 	if err := os.Rename(tmp.Name(), c.path(h)); err != nil {
 		return nil, 0, blobErr(h, fmt.Errorf("blob cache: %w", err))
 	}
@@ -183,6 +215,24 @@ func (c *blobCache) fetch(ctx context.Context, h store.Hash, fetch func(context.
 	}
 	keep = true
 	return tmp, size, nil
+}
+
+// adopt takes the file at path, content known to hash to h, as the cached
+// copy of h, and reports whether it did (not if it had one already).
+func (c *blobCache) adopt(h store.Hash, path string, size int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.byHash[h]; ok || c.loading[h] != nil {
+		return false
+	}
+	if err := os.Rename(path, c.path(h)); err != nil {
+		return false
+	}
+	el := c.lru.PushFront(&cached{h: h, size: size, verified: true})
+	c.byHash[h] = el
+	c.total += size
+	c.evict(el)
+	return true
 }
 
 // evict drops the least recently opened copies until the cache is within

@@ -97,6 +97,21 @@ func TestCacheBoundAndReopen(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, ".fetch-123")); !os.IsNotExist(err) {
 		t.Fatalf("a half-written download survived: %v", err)
 	}
+	// A copy torn since it was verified (a crash) is caught on its
+	// first open after the start, and fetched again.
+	if err := os.WriteFile(filepath.Join(dir, hashes[3].String()), []byte("torn"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := fetches.Load()
+	f, err := c2.open(context.Background(), hashes[3], serve(bodies[3], &fetches))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(f)
+	f.Close()
+	if string(got) != string(bodies[3]) || fetches.Load() != before+1 {
+		t.Fatalf("a torn cached copy: read %q, %d fetches", got, fetches.Load()-before)
+	}
 }
 
 func TestCacheRefusesCorrupt(t *testing.T) {

@@ -16,8 +16,8 @@ type draft struct {
 	s      *Store
 	f      *os.File
 	size   int64
-	hr     *store.Hasher
-	hashed int64 // bytes [0, hashed) are in hr
+	sums   *sums
+	hashed int64 // bytes [0, hashed) are in sums
 	dirty  bool  // written out of order: hash the file at Commit
 	done   bool
 }
@@ -33,7 +33,7 @@ func (s *Store) NewDraft() (store.Draft, error) {
 	if err != nil {
 		return nil, &store.Error{Op: "store", Err: fmt.Errorf("spool: %w", err)}
 	}
-	return &draft{s: s, f: f, hr: store.NewHasher()}, nil
+	return &draft{s: s, f: f, sums: newSums()}, nil
 }
 
 func (d *draft) Write(p []byte) (int, error) { return d.WriteAt(p, d.size) }
@@ -41,7 +41,7 @@ func (d *draft) Write(p []byte) (int, error) { return d.WriteAt(p, d.size) }
 func (d *draft) WriteAt(p []byte, off int64) (int, error) {
 	n, err := d.f.WriteAt(p, off)
 	if !d.dirty && off == d.hashed {
-		d.hr.Write(p[:n])
+		d.sums.Write(p[:n])
 		d.hashed += int64(n)
 	} else {
 		d.dirty = true
@@ -96,7 +96,8 @@ func (d *draft) Truncate(size int64) error {
 func (d *draft) Size() int64 { return d.size }
 
 // Commit uploads the content unless the bucket has it, points label at it
-// as mode says, and drops the local file.
+// as mode says, and drops the local file, or gives it to the cache: what
+// was just written is likely to be read next.
 func (d *draft) Commit(ctx context.Context, label string, mode store.LabelMode) (store.Hash, error) {
 	defer d.Discard()
 	if d.done {
@@ -106,18 +107,27 @@ func (d *draft) Commit(ctx context.Context, label string, mode store.LabelMode) 
 		return store.Hash{}, err
 	}
 	body := io.NewSectionReader(d.f, 0, d.size)
-	var h store.Hash
-	var err error
 	if d.dirty || d.hashed != d.size {
-		h, _, err = store.HashReader(body)
-		body.Seek(0, io.SeekStart)
-	} else {
-		h, err = d.hr.Sum()
+		d.sums = newSums()
+		buf := copyBufs.Get().(*[]byte)
+		_, err := io.CopyBuffer(d.sums, body, *buf)
+		copyBufs.Put(buf)
+		if err != nil {
+			return store.Hash{}, &store.Error{Op: "store", Err: err}
+		}
 	}
+	c, err := d.sums.content(body, d.size)
 	if err != nil {
-		return h, &store.Error{Op: "store", Err: err}
+		return c.h, err
 	}
-	return h, d.s.commit(ctx, h, body, d.size, label, mode)
+	if err := d.s.commit(ctx, c, "", store.LabelNone); err != nil {
+		return c.h, err
+	}
+	if d.s.cache != nil && d.f.Sync() == nil && d.s.cache.adopt(c.h, d.f.Name(), d.size) {
+		d.done = true // the file is the cache's now
+		d.f.Close()
+	}
+	return c.h, d.s.commitLabel(ctx, c.h, label, mode)
 }
 
 func (d *draft) Discard() {

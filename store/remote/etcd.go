@@ -2,7 +2,6 @@ package remote
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -84,21 +83,34 @@ func openEtcd(ctx context.Context, labelsURL string, log *slog.Logger) (*etcdLab
 func (e *etcdLabels) key(name string) string   { return e.prefix + "labels/" + name }
 func (e *etcdLabels) mtime(name string) string { return e.prefix + "mtime/" + name }
 
-// etcdErr marks a failed call as the cluster's.
-func etcdErr(err error) error {
+// callTimeout bounds each call to the cluster: one that does not answer
+// fails the operation rather than hang it (the mount's operations are not
+// cancelled by their callers).
+const callTimeout = 10 * time.Second
+
+// bounded gives a call its own deadline within ctx's.
+func bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, callTimeout)
+}
+
+// etcdErr marks a failed call as the cluster's, unless the caller's ctx
+// ended it.
+func etcdErr(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
 	return serviceError("etcd: " + err.Error())
 }
 
 func (e *etcdLabels) read(ctx context.Context, name string) ([]byte, string, time.Time, error) {
-	resp, err := e.c.Txn(ctx).Then(clientv3.OpGet(e.key(name)), clientv3.OpGet(e.mtime(name))).Commit()
+	cctx, cancel := bounded(ctx)
+	defer cancel()
+	resp, err := e.c.Txn(cctx).Then(clientv3.OpGet(e.key(name)), clientv3.OpGet(e.mtime(name))).Commit()
 	if err != nil {
-		return nil, "", time.Time{}, etcdErr(err)
+		return nil, "", time.Time{}, etcdErr(ctx, err)
 	}
 	kvs := resp.Responses[0].GetResponseRange().Kvs
 	if len(kvs) == 0 {
@@ -131,20 +143,23 @@ func (e *etcdLabels) cond(name, version string) ([]clientv3.Cmp, error) {
 	return []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(e.key(name)), "=", rev)}, nil
 }
 
-func (e *etcdLabels) write(ctx context.Context, name string, data []byte, version string) error {
+func (e *etcdLabels) write(ctx context.Context, name string, data []byte, version string) (string, error) {
 	cmps, err := e.cond(name, version)
 	if err != nil {
-		return err
+		return "", err
 	}
 	now := strconv.FormatInt(time.Now().UnixNano(), 10)
-	resp, err := e.c.Txn(ctx).If(cmps...).Then(clientv3.OpPut(e.key(name), string(data)), clientv3.OpPut(e.mtime(name), now)).Commit()
+	cctx, cancel := bounded(ctx)
+	defer cancel()
+	resp, err := e.c.Txn(cctx).If(cmps...).Then(clientv3.OpPut(e.key(name), string(data)), clientv3.OpPut(e.mtime(name), now)).Commit()
 	if err != nil {
-		return etcdErr(err)
+		return "", etcdErr(ctx, err)
 	}
 	if !resp.Succeeded {
-		return errConflict
+		return "", errConflict
 	}
-	return nil
+	// Both puts were made at the transaction's revision.
+	return strconv.FormatInt(resp.Header.Revision, 10), nil
 }
 
 func (e *etcdLabels) remove(ctx context.Context, name, version string) error {
@@ -152,9 +167,11 @@ func (e *etcdLabels) remove(ctx context.Context, name, version string) error {
 	if err != nil {
 		return err
 	}
-	resp, err := e.c.Txn(ctx).If(cmps...).Then(clientv3.OpDelete(e.key(name)), clientv3.OpDelete(e.mtime(name))).Commit()
+	cctx, cancel := bounded(ctx)
+	defer cancel()
+	resp, err := e.c.Txn(cctx).If(cmps...).Then(clientv3.OpDelete(e.key(name)), clientv3.OpDelete(e.mtime(name))).Commit()
 	if err != nil {
-		return etcdErr(err)
+		return etcdErr(ctx, err)
 	}
 	if !resp.Succeeded {
 		return errConflict
@@ -169,10 +186,12 @@ const page = 1000
 func (e *etcdLabels) each(ctx context.Context, dir string, fn func(name string, rev int64) error) error {
 	start, end := e.key(dir), clientv3.GetPrefixRangeEnd(e.key(dir))
 	for {
-		resp, err := e.c.Get(ctx, start, clientv3.WithRange(end), clientv3.WithKeysOnly(),
+		cctx, cancel := bounded(ctx)
+		resp, err := e.c.Get(cctx, start, clientv3.WithRange(end), clientv3.WithKeysOnly(),
 			clientv3.WithLimit(page), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+		cancel()
 		if err != nil {
-			return etcdErr(err)
+			return etcdErr(ctx, err)
 		}
 		for _, kv := range resp.Kvs {
 			if err := fn(strings.TrimPrefix(string(kv.Key), e.key("")), kv.ModRevision); err != nil {
@@ -209,13 +228,17 @@ func (e *etcdLabels) readDir(ctx context.Context, dir string, fn func(string, bo
 }
 
 func (e *etcdLabels) mark(ctx context.Context, ns string) error {
-	_, err := e.c.Put(ctx, e.key(ns+"/"), "")
-	return etcdErr(err)
+	cctx, cancel := bounded(ctx)
+	defer cancel()
+	_, err := e.c.Put(cctx, e.key(ns+"/"), "")
+	return etcdErr(ctx, err)
 }
 
 func (e *etcdLabels) unmark(ctx context.Context, ns string) error {
-	_, err := e.c.Delete(ctx, e.key(ns+"/"))
-	return etcdErr(err)
+	cctx, cancel := bounded(ctx)
+	defer cancel()
+	_, err := e.c.Delete(cctx, e.key(ns+"/"))
+	return etcdErr(ctx, err)
 }
 
 func (e *etcdLabels) clear(ctx context.Context, dir string) error {
@@ -228,17 +251,21 @@ func (e *etcdLabels) clear(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	_, err = e.c.Delete(ctx, e.key(dir))
-	return etcdErr(err)
+	cctx, cancel := bounded(ctx)
+	defer cancel()
+	_, err = e.c.Delete(cctx, e.key(dir))
+	return etcdErr(ctx, err)
 }
 
 // changes watches the labels: every change shows at once. A watch cut off
 // (a compaction, a lost leader) reports an unknown set of changes and is
 // made again.
 func (e *etcdLabels) changes(ctx context.Context, _ time.Duration, fn func([]string)) (<-chan struct{}, error) {
-	resp, err := e.c.Get(ctx, e.key(""), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	cctx, cancel := bounded(ctx)
+	resp, err := e.c.Get(cctx, e.key(""), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	cancel()
 	if err != nil {
-		return nil, etcdErr(err)
+		return nil, etcdErr(ctx, err)
 	}
 	rev := resp.Header.Revision + 1
 	done := make(chan struct{})
@@ -266,6 +293,8 @@ func (e *etcdLabels) changes(ctx context.Context, _ time.Duration, fn func([]str
 			}
 			select {
 			case <-ctx.Done():
+			case <-e.c.Ctx().Done():
+				return // the client is closed
 			case <-time.After(100 * time.Millisecond):
 			}
 		}

@@ -25,8 +25,9 @@ type labelStore interface {
 	// absent, but has a version.
 	read(ctx context.Context, name string) (data []byte, version string, mod time.Time, err error)
 	// write stores a label file if its version is still version
-	// (createOnly: if there is none), else errConflict.
-	write(ctx context.Context, name string, data []byte, version string) error
+	// (createOnly: if there is none), else errConflict, and returns its
+	// new version.
+	write(ctx context.Context, name string, data []byte, version string) (string, error)
 	// remove deletes a label file if its version is still version.
 	remove(ctx context.Context, name, version string) error
 	// changes starts calling fn, from a goroutine of its own, with the
@@ -41,8 +42,8 @@ type labelStore interface {
 	list(ctx context.Context, dir string, fn func(name, version string) error) error
 	// readDir lists the labels and namespaces right under dir.
 	readDir(ctx context.Context, dir string, fn func(name string, isNamespace bool) error) error
-	// clear removes everything under dir, tombstones and markers too,
-	// if no label is there; else ErrNotEmpty.
+	// clear removes the marker of namespace dir (ending in "/") if no
+	// label or namespace is in it; else ErrNotEmpty.
 	clear(ctx context.Context, dir string) error
 	// mark and unmark make and remove the marker of an empty namespace.
 	mark(ctx context.Context, ns string) error
@@ -66,16 +67,23 @@ func (l *s3Labels) read(ctx context.Context, name string) ([]byte, string, time.
 		return nil, "", time.Time{}, err
 	}
 	defer body.Close()
-	if info.size == 0 {
-		return nil, info.etag, info.mod, store.ErrNotFound // a tombstone
-	}
 	data, err := readLimited(body, info.size)
-	return data, info.etag, info.mod, err
+	if err != nil {
+		if !errors.Is(err, store.ErrCorrupt) {
+			err = readErr(err)
+		}
+		return nil, "", time.Time{}, err
+	}
+	if len(data) == 0 {
+		// A tombstone. Told by what was read, not by the header: a
+		// chunked answer has no length.
+		return nil, info.etag, info.mod, store.ErrNotFound
+	}
+	return data, info.etag, info.mod, nil
 }
 
-func (l *s3Labels) write(ctx context.Context, name string, data []byte, version string) error {
-	_, err := l.b.put(ctx, store.LabelsDir+"/"+name, bytes.NewReader(data), int64(len(data)), version)
-	return err
+func (l *s3Labels) write(ctx context.Context, name string, data []byte, version string) (string, error) {
+	return l.b.put(ctx, store.LabelsDir+"/"+name, bytes.NewReader(data), int64(len(data)), version, nil)
 }
 
 // remove deletes a label at version. Where the service honours a
@@ -91,7 +99,7 @@ func (l *s3Labels) remove(ctx context.Context, name, version string) error {
 		return err
 	}
 	if tombs {
-		_, err := l.b.put(ctx, store.LabelsDir+"/"+name, bytes.NewReader(nil), 0, version)
+		_, err := l.b.put(ctx, store.LabelsDir+"/"+name, bytes.NewReader(nil), 0, version, nil)
 		return err
 	}
 	return l.b.del(ctx, store.LabelsDir+"/"+name, version)
@@ -119,24 +127,21 @@ func (l *s3Labels) readDir(ctx context.Context, dir string, fn func(string, bool
 }
 
 func (l *s3Labels) clear(ctx context.Context, dir string) error {
-	var keys []string
 	err := l.b.list(ctx, store.LabelsDir+"/"+dir, 0, func(name string, info objectInfo) error {
 		if info.size > 0 || (name != "" && strings.HasSuffix(name, "/")) {
 			return store.ErrNotEmpty // a label, or a namespace's marker
 		}
-		keys = append(keys, name)
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	// The marker, dir's own key, last: while it is there, so is the
-	// namespace.
-	slices.SortFunc(keys, func(a, b string) int { return len(b) - len(a) })
-	for _, k := range keys {
-		if err := l.b.del(ctx, store.LabelsDir+"/"+dir+k, ""); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
+	// Only the marker goes. The tombstones stay: deleting one would
+	// delete a label written over it meanwhile, on a service that
+	// ignores conditions on DELETE. Without labels or marker under it,
+	// the namespace is gone.
+	if err := l.b.del(ctx, store.LabelsDir+"/"+dir, ""); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
 	}
 	return nil
 }
@@ -144,7 +149,7 @@ func (l *s3Labels) clear(ctx context.Context, dir string) error {
 // A namespace's marker is the empty object labels/<ns>/, as a directory
 // is shown in a bucket.
 func (l *s3Labels) mark(ctx context.Context, ns string) error {
-	_, err := l.b.put(ctx, store.LabelsDir+"/"+ns+"/", bytes.NewReader(nil), 0, anyVersion)
+	_, err := l.b.put(ctx, store.LabelsDir+"/"+ns+"/", bytes.NewReader(nil), 0, anyVersion, nil)
 	return err
 }
 
@@ -194,6 +199,7 @@ type current struct {
 	version string // of the object; createOnly when there is none
 	absent  bool   // no label: no object, or a tombstone
 	mod     time.Time
+	retried bool // an earlier attempt of this change may have made it
 }
 
 func (c current) exists() bool { return !c.absent }
@@ -215,12 +221,13 @@ func (s *Store) change(ctx context.Context, name string, decide func(cur current
 	if err := s.writable(); err != nil {
 		return err
 	}
-	backoff := time.Millisecond
-	for attempt := 0; ; attempt++ {
+	r := retrier{s: s}
+	for {
 		cur, err := s.readLabel(ctx, name)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
+		cur.retried = r.maybe
 		next, err := decide(cur)
 		if err == errKeep {
 			return nil
@@ -241,27 +248,55 @@ func (s *Store) change(ctx context.Context, name string, decide func(cur current
 					return err
 				}
 			}
-			err = s.labels.write(ctx, name, store.FormatLabelFile(next), cur.version)
+			_, err = s.labels.write(ctx, name, store.FormatLabelFile(next), cur.version)
 		}
-		if !errors.Is(err, errConflict) {
-			if err != nil {
-				return labelErr(name, err)
-			}
+		if err := r.again(ctx, err); err != nil {
+			return labelErr(name, err)
+		}
+		if r.done {
 			return nil
 		}
-		s.conflicts.Add(1)
-		if attempt+1 >= maxAttempts {
-			return labelErr(name, fmt.Errorf("%w %d times in a row; giving up", errConflict, maxAttempts))
-		}
-		// Lost a race: wait a little, more each time, with jitter so
-		// that racers do not meet again.
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff/2 + rand.N(backoff)):
-		}
-		backoff = min(2*backoff, 200*time.Millisecond)
 	}
+}
+
+// retrier decides after each attempt of a compare-and-swap change whether
+// to make it again: after a lost race (errConflict), or a failure that
+// may or may not have made the change (errMaybe), it waits a little, more
+// each time, with jitter so that racers do not meet again.
+type retrier struct {
+	s        *Store
+	attempts int
+	backoff  time.Duration
+	maybe    bool // an attempt may have made the change
+	done     bool // the last attempt made it
+}
+
+// again takes an attempt's error: nil ends the change (done), a conflict
+// waits for the next attempt (nil, not done), anything else is returned.
+func (r *retrier) again(ctx context.Context, err error) error {
+	switch {
+	case err == nil:
+		r.done = true
+		return nil
+	case errors.Is(err, errMaybe):
+		r.maybe = true
+	case !errors.Is(err, errConflict):
+		return err
+	}
+	r.s.conflicts.Add(1)
+	if r.attempts++; r.attempts >= maxAttempts {
+		return fmt.Errorf("%w: changed by others %d times in a row; giving up", store.ErrUnavailable, maxAttempts)
+	}
+	if r.backoff == 0 {
+		r.backoff = time.Millisecond
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(r.backoff/2 + rand.N(r.backoff)):
+	}
+	r.backoff = min(2*r.backoff, 200*time.Millisecond)
+	return nil
 }
 
 // readLabel reads and parses a label. Absent, it is current{} and
@@ -416,10 +451,35 @@ func (s *Store) replaceRef(ctx context.Context, name string, h store.Hash) error
 	})
 }
 
+// SetLabel makes a label hold exactly refs, in order, each of which must
+// exist (sync's, not Theater's).
+func (s *Store) SetLabel(ctx context.Context, name string, refs []store.Hash) error {
+	if len(refs) == 0 {
+		return labelErr(name, fmt.Errorf("%w: a label holds at least one ref", store.ErrInvalidLabel))
+	}
+	for i, h := range refs {
+		if slices.Contains(refs[:i], h) {
+			continue
+		}
+		if err := s.mustExist(ctx, h); err != nil {
+			return err
+		}
+	}
+	return s.change(ctx, name, func(cur current) ([]store.Hash, error) {
+		if cur.bad == 0 && slices.Equal(cur.refs, refs) {
+			return nil, errKeep
+		}
+		return refs, nil
+	})
+}
+
 // RemoveLabel deletes a label; its blobs stay until garbage collection.
 func (s *Store) RemoveLabel(ctx context.Context, name string) error {
 	return s.change(ctx, name, func(cur current) ([]store.Hash, error) {
 		if !cur.exists() {
+			if cur.retried {
+				return nil, errKeep // removed by the attempt whose answer was lost
+			}
 			return nil, labelErr(name, store.ErrNotFound)
 		}
 		return nil, nil
@@ -430,13 +490,16 @@ func (s *Store) RemoveLabel(ctx context.Context, name string) error {
 // deleted.
 func (s *Store) RemoveFromLabel(ctx context.Context, name string, h store.Hash) error {
 	return s.change(ctx, name, func(cur current) ([]store.Hash, error) {
+		i := slices.Index(cur.refs, h)
+		if i < 0 && cur.retried {
+			return nil, errKeep // removed by the attempt whose answer was lost
+		}
 		if !cur.exists() {
 			return nil, labelErr(name, store.ErrNotFound)
 		}
 		if err := strict(name, cur); err != nil {
 			return nil, err
 		}
-		i := slices.Index(cur.refs, h)
 		if i < 0 {
 			return nil, labelErr(name, fmt.Errorf("ref %s: %w", h, store.ErrNotFound))
 		}

@@ -160,11 +160,15 @@ func (s *Store) RenameLabel(ctx context.Context, from, to string) error {
 	if strings.HasPrefix(to, from+"/") {
 		return labelErr(to, fmt.Errorf("%w: cannot move a label under itself", store.ErrInvalidLabel))
 	}
-	for attempt := 0; attempt < maxAttempts; attempt++ {
+	r := retrier{s: s}
+	for {
 		data, version, _, err := s.labels.read(ctx, from)
 		if errors.Is(err, store.ErrNotFound) {
 			if ns, nerr := s.isNamespace(ctx, from); nerr == nil && ns {
 				return labelErr(from, fmt.Errorf("%w: a namespace in a bucket is moved by copying it", store.ErrCrossDevice))
+			}
+			if r.maybe {
+				return nil // moved by the attempt whose answer was lost
 			}
 			return labelErr(from, store.ErrNotFound)
 		}
@@ -176,21 +180,57 @@ func (s *Store) RenameLabel(ctx context.Context, from, to string) error {
 		} else if ns {
 			return labelErr(to, store.ErrIsNamespace)
 		}
-		if err := s.checkNewLabel(ctx, to); err != nil && !errors.Is(err, store.ErrIsNamespace) {
-			return err
-		}
-		if err := s.labels.write(ctx, to, data, anyVersion); err != nil {
+		// What to holds, to be put back should from change meanwhile.
+		old, toVersion, _, err := s.labels.read(ctx, to)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return labelErr(to, err)
 		}
-		err = s.labels.remove(ctx, from, version)
-		if !errors.Is(err, errConflict) {
-			if err != nil {
+		if toVersion == createOnly {
+			if err := s.checkNewLabel(ctx, to); err != nil {
+				return err
+			}
+		}
+		newVersion, err := s.labels.write(ctx, to, data, toVersion)
+		if err == nil {
+			err = s.labels.remove(ctx, from, version)
+			if errors.Is(err, errMaybe) {
+				// Removed or not: from tells. Absent, it was removed
+				// (by us, or by another as we moved it); unchanged, it
+				// is removed again; changed, the move is taken back.
+				_, now, _, rerr := s.labels.read(ctx, from)
+				switch {
+				case errors.Is(rerr, store.ErrNotFound):
+					err = nil
+				case rerr == nil && now == version:
+					if err := r.again(ctx, errMaybe); err != nil {
+						return labelErr(from, err)
+					}
+					continue
+				default:
+					err = errConflict
+				}
+			}
+			if err == nil {
+				s.keepNamespace(ctx, from)
+				return nil
+			}
+			// from changed or went: take the move back, unless to
+			// changed since, and try again.
+			var undo error
+			if old != nil {
+				_, undo = s.labels.write(ctx, to, old, newVersion)
+			} else {
+				undo = s.labels.remove(ctx, to, newVersion)
+			}
+			if undo != nil && !errors.Is(undo, errConflict) {
+				return labelErr(to, fmt.Errorf("moving %q here failed (%v), and so did taking it back: %w", from, err, undo))
+			}
+			if !errors.Is(err, errConflict) && !errors.Is(err, errMaybe) {
 				return labelErr(from, err)
 			}
-			s.keepNamespace(ctx, from)
-			return nil
 		}
-		s.conflicts.Add(1)
+		if err := r.again(ctx, err); err != nil {
+			return labelErr(to, err)
+		}
 	}
-	return labelErr(from, fmt.Errorf("%w %d times in a row; giving up", errConflict, maxAttempts))
 }

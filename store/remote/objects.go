@@ -2,11 +2,14 @@ package remote
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -51,6 +54,13 @@ func newBucket(ctx context.Context, loc Location) (*bucket, error) {
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1" // what S3-compatible services expect
 	}
+	// A service that stops answering fails a call rather than hang it:
+	// the mount's operations are not cancelled by their callers.
+	cfg.HTTPClient = awshttp.NewBuildableClient().WithDialerOptions(func(d *net.Dialer) {
+		d.Timeout = 10 * time.Second
+	}).WithTransportOptions(func(tr *http.Transport) {
+		tr.ResponseHeaderTimeout = 60 * time.Second
+	})
 	c := s3.NewFromConfig(cfg, func(o *s3.Options) {
 		if loc.Endpoint != "" {
 			o.BaseEndpoint = aws.String(loc.Endpoint)
@@ -76,12 +86,18 @@ func status(err error) int {
 }
 
 // mapErr turns what S3 answered into the store's sentinels: a missing key
-// is ErrNotFound, a failed condition errConflict. conditional says the call
-// carried a condition: some services (Ceph RGW) answer a lost race between
-// conditional PUTs with 500, which is then a conflict to re-read, too.
+// is ErrNotFound, a failed condition errConflict, a refusal
+// os.ErrPermission, any other failure ErrUnavailable. conditional says the
+// call carried a condition: then a missing key also means the object
+// changed (versitygw and AWS answer If-Match on a removed key with 404),
+// and a 500 leaves the change unknown (Ceph RGW answers a lost race
+// between conditional PUTs so): errMaybe, to read again.
 func mapErr(err error, conditional bool) error {
 	if err == nil {
 		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
 	}
 	var ae smithy.APIError
 	code := ""
@@ -91,17 +107,25 @@ func mapErr(err error, conditional bool) error {
 	switch st := status(err); {
 	case code == "NoSuchBucket":
 		return fmt.Errorf("%w: the bucket does not exist (%s)", store.ErrNotFound, short(err))
+	case (st == http.StatusNotFound || code == "NoSuchKey" || code == "NotFound") && conditional:
+		return errConflict
 	case st == http.StatusNotFound || code == "NoSuchKey" || code == "NotFound":
 		return fmt.Errorf("%w (%s)", store.ErrNotFound, short(err))
 	case st == http.StatusPreconditionFailed || code == "PreconditionFailed":
 		return errConflict
 	case st == http.StatusConflict && conditional:
 		return errConflict // ConditionalRequestConflict: a race in progress
-	case st >= 500 && conditional:
-		return errConflict
+	case st == http.StatusInternalServerError && conditional:
+		return errMaybe
+	case st == http.StatusForbidden:
+		return fmt.Errorf("%w (%s)", os.ErrPermission, short(err))
 	}
 	return serviceError(short(err))
 }
+
+// errMaybe is a conditional change whose outcome is unknown: the service
+// failed, and may have made it or not.
+var errMaybe = errors.New("the service failed during a conditional change")
 
 // serviceError is a failure of the service or of the way to it: the
 // store is unavailable, and the message says why.
@@ -126,6 +150,10 @@ func short(err error) string {
 	var ne *net.OpError
 	if errors.As(err, &oe) && errors.As(err, &ne) {
 		return fmt.Sprintf("S3 %s: %v", oe.OperationName, ne)
+	}
+	var ue *url.Error
+	if errors.As(err, &oe) && errors.As(err, &ue) {
+		return fmt.Sprintf("S3 %s: %v", oe.OperationName, ue.Err)
 	}
 	if errors.As(err, &oe) {
 		return fmt.Sprintf("S3 %s: %v", oe.OperationName, oe.Err)
@@ -172,8 +200,9 @@ const (
 )
 
 // put writes an object of size bytes from body, if the condition holds,
-// and returns its new ETag.
-func (b *bucket) put(ctx context.Context, key string, body io.ReadSeeker, size int64, ifVersion string, opts ...func(*s3.Options)) (string, error) {
+// and returns its new ETag. md5, if given, is the content's MD5, which the
+// service checks.
+func (b *bucket) put(ctx context.Context, key string, body io.ReadSeeker, size int64, ifVersion string, md5 []byte, opts ...func(*s3.Options)) (string, error) {
 	in := &s3.PutObjectInput{Bucket: &b.name, Key: b.key(key), Body: body, ContentLength: aws.Int64(size)}
 	switch ifVersion {
 	case anyVersion:
@@ -181,6 +210,13 @@ func (b *bucket) put(ctx context.Context, key string, body io.ReadSeeker, size i
 		in.IfNoneMatch = aws.String("*")
 	default:
 		in.IfMatch = aws.String(ifVersion)
+		// Not retried by the SDK: a retry of a change that landed fails
+		// its condition, and the change would seem lost. change reads
+		// the label again instead.
+		opts = append(opts, noRetries)
+	}
+	if md5 != nil {
+		in.ContentMD5 = aws.String(base64.StdEncoding.EncodeToString(md5))
 	}
 	out, err := b.c.PutObject(ctx, in, opts...)
 	if err != nil {
@@ -188,6 +224,8 @@ func (b *bucket) put(ctx context.Context, key string, body io.ReadSeeker, size i
 	}
 	return unquote(aws.ToString(out.ETag)), nil
 }
+
+func noRetries(o *s3.Options) { o.RetryMaxAttempts = 1 }
 
 // unsignedPayload leaves the body out of a request's signature, sparing
 // the SDK a SHA-256 pass over it. Only for blobs: their SHA-1 name checks
@@ -199,10 +237,12 @@ func unsignedPayload(o *s3.Options) {
 // del removes an object if its ETag is still version ("" for any).
 func (b *bucket) del(ctx context.Context, key, version string) error {
 	in := &s3.DeleteObjectInput{Bucket: &b.name, Key: b.key(key)}
+	var opts []func(*s3.Options)
 	if version != "" {
 		in.IfMatch = aws.String(version)
+		opts = append(opts, noRetries)
 	}
-	_, err := b.c.DeleteObject(ctx, in)
+	_, err := b.c.DeleteObject(ctx, in, opts...)
 	return mapErr(err, version != "")
 }
 

@@ -144,13 +144,27 @@ func TestRemote(t *testing.T) {
 		if _, err := io.ReadAll(r); !errors.Is(err, store.ErrCorrupt) {
 			t.Fatalf("reading it through: %v", err)
 		}
-		// Storing the real content over it with another size repairs it.
-		putRaw(t, srv, bucket, "data/"+h.String(), []byte("short"))
-		if _, err := s.Store(ctx, []byte("the real content")); err != nil {
+		// Storing the real content over it repairs it, whether the
+		// stored object has its size or not (told by its MD5 ETag).
+		for _, bad := range []string{"short", "something else!"} {
+			putRaw(t, srv, bucket, "data/"+h.String(), []byte(bad))
+			if _, err := s.Store(ctx, []byte("the real content")); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.Get(ctx, h); err != nil || string(got) != "the real content" {
+				t.Fatalf("after repair of %q: %q, %v", bad, got, err)
+			}
+		}
+		// Also by a large put, which looks before it uploads.
+		big := bytes.Repeat([]byte("large content "), 100_000)
+		hb, _ := store.Sum(big)
+		wrong := bytes.Repeat([]byte("LARGE CONTENT "), 100_000)
+		putRaw(t, srv, bucket, "data/"+hb.String(), wrong)
+		if _, _, err := s.PutLabeled(ctx, bytes.NewReader(big), "", store.LabelNone); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := s.Get(ctx, h); err != nil || string(got) != "the real content" {
-			t.Fatalf("after repair: %q, %v", got, err)
+		if got, err := s.Get(ctx, hb); err != nil || !bytes.Equal(got, big) {
+			t.Fatalf("after repair of a large blob: %d bytes, %v", len(got), err)
 		}
 	})
 

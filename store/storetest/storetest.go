@@ -37,6 +37,7 @@ func Run(t *testing.T, open Open) {
 		{"RemoveLabel", testRemoveLabel},
 		{"PutAtLabel", testPutAtLabel},
 		{"Replace", testReplace},
+		{"SetLabel", testSetLabel},
 		{"ListLabels", testListLabels},
 		{"Namespaces", testNamespaces},
 		{"TotalSize", testTotalSize},
@@ -231,6 +232,23 @@ func testReplace(t *testing.T, b store.Backend) {
 		t.Fatalf("ReplaceContentAtLabel on a new label = %s, %v", h2, err)
 	}
 	wantRefs(t, b, "fresh", h)
+}
+
+func testSetLabel(t *testing.T, b store.Backend) {
+	a, c := put(t, b, "a"), put(t, b, "c")
+	if err := b.SetLabel(ctx, "x", []store.Hash{c, a}); err != nil {
+		t.Fatal(err)
+	}
+	wantRefs(t, b, "x", c, a)
+	if err := b.SetLabel(ctx, "x", []store.Hash{a}); err != nil {
+		t.Fatal(err)
+	}
+	wantRefs(t, b, "x", a)
+	_, missing := blob(t, "never stored")
+	wantErr(t, "SetLabel with a missing blob", b.SetLabel(ctx, "x", []store.Hash{c, missing}), store.ErrNotFound)
+	wantErr(t, "SetLabel with no refs", b.SetLabel(ctx, "x", nil), store.ErrInvalidLabel)
+	wantErr(t, "SetLabel of a bad name", b.SetLabel(ctx, "../x", []store.Hash{a}), store.ErrInvalidLabel)
+	wantRefs(t, b, "x", a)
 }
 
 func testListLabels(t *testing.T, b store.Backend) {
