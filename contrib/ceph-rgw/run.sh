@@ -18,9 +18,10 @@
 #   CEPH_RGW_DIR where the cluster lives            (default a new mktemp -d)
 #   CEPH_RGW_TIMEOUT seconds to wait for each daemon (default 120)
 #
-# Only what start prints on stdout is the export lines; progress goes to
-# stderr. The directory of a started cluster is recorded in $STATE_FILE,
-# which stop reads.
+# start prints only the export lines on stdout; progress goes to stderr.
+# The directory of a started cluster is recorded in
+# $TMPDIR/theater-storefs-ceph-rgw.dir, which stop reads. When the tests
+# fail, the daemons' logs are kept in $TMPDIR/theater-storefs-ceph-rgw-logs.
 set -euo pipefail
 
 RGW_PORT=${RGW_PORT:-8000}
@@ -28,6 +29,7 @@ MON_PORT=${MON_PORT:-13300}
 MEMSTORE_MB=${MEMSTORE_MB:-2048}
 TIMEOUT=${CEPH_RGW_TIMEOUT:-120}
 STATE_FILE=${TMPDIR:-/tmp}/theater-storefs-ceph-rgw.dir
+LOGS_KEPT=${TMPDIR:-/tmp}/theater-storefs-ceph-rgw-logs
 
 # The S3 user the tests use: a throwaway cluster, so fixed keys do.
 S3_USER=theater-test
@@ -227,17 +229,20 @@ stop() {
 		rm -f "$STATE_FILE"
 		return 0
 	fi
-	local f pid pids=()
-	# The gateway first, then the OSD, then the monitor.
-	for f in "$DIR/run/client.rgw.pid" "$DIR/run/osd.0.pid" "$DIR/run/mon.a.pid"; do
-		[ -f "$f" ] || continue
-		pid=$(cat "$f")
-		kill "$pid" 2>/dev/null && pids+=("$pid")
-	done
-	local deadline=$((SECONDS + 20))
-	for pid in "${pids[@]}"; do
+	# The gateway first, while the OSD can still answer what it has in
+	# flight, then the OSD, then the monitor; each is killed outright if it
+	# takes more than 10 s.
+	local name pid deadline
+	for name in client.rgw osd.0 mon.a; do
+		[ -f "$DIR/run/$name.pid" ] || continue
+		pid=$(cat "$DIR/run/$name.pid")
+		# Only the daemon of this cluster, not a process that took its pid.
+		grep -qF "$DIR/ceph.conf" "/proc/$pid/cmdline" 2>/dev/null || continue
+		kill "$pid" 2>/dev/null || continue
+		deadline=$((SECONDS + 10))
 		while kill -0 "$pid" 2>/dev/null; do
 			if [ $SECONDS -ge $deadline ]; then
+				log "$name did not stop within 10 s; killing it"
 				kill -KILL "$pid" 2>/dev/null || true
 				break
 			fi
@@ -273,7 +278,18 @@ test)
 	. "$DIR/env"
 	cd "$REPO"
 	log "go test against $S3TEST_ENDPOINT"
-	go test -count=1 ./store/remote/ ./integration/ -run 'Conformance|Remote|Conditions|Racing|Copy|Bucket' "$@"
+	status=0
+	# Every test of the bucket backend, and the integration tests that
+	# use a bucket (the others do not).
+	go test -count=1 ./store/remote/ "$@" || status=$?
+	go test -count=1 ./integration/ -run 'Bucket' "$@" || status=$?
+	if [ $status -ne 0 ]; then
+		# The daemons' logs outlive the cluster, for a look at what RGW did.
+		rm -rf "$LOGS_KEPT"
+		cp -r "$DIR/log" "$LOGS_KEPT"
+		log "tests failed; the daemons' logs are kept in $LOGS_KEPT"
+	fi
+	exit $status
 	;;
 stop)
 	stop

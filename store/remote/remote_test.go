@@ -65,8 +65,14 @@ func TestConformanceTombstones(t *testing.T) {
 func TestTombstones(t *testing.T) {
 	srv := s3test.Start(t)
 	s, bucket := openIn(t, srv)
-	if tombs, err := remote.Tombstones(s, ctx); tombs || err != nil {
-		t.Fatalf("versitygw honours conditions on DELETE, yet the probe says tombstones: %v, %v", tombs, err)
+	tombs, err := remote.Tombstones(s, ctx)
+	switch {
+	case err != nil:
+		t.Fatal(err)
+	case srv.Root != "" && tombs:
+		t.Fatal("versitygw refuses a DELETE whose condition fails, yet the probe says tombstones")
+	case srv.Root == "":
+		t.Logf("the service at %s: tombstones %v", srv.Endpoint, tombs)
 	}
 	s, bucket = openIn(t, srv)
 	remote.ForceTombstones(s)
