@@ -19,7 +19,7 @@ func Start(t testing.TB) string {
 	cfg := embed.NewConfig()
 	cfg.Dir = t.TempDir()
 	cfg.Logger = "zap"
-	cfg.LogLevel = "error"
+	cfg.LogLevel = "fatal" // its shutdown logs errors of its own closed listeners
 	client, peer := freeURL(t), freeURL(t)
 	cfg.ListenClientUrls = []url.URL{client}
 	cfg.AdvertiseClientUrls = []url.URL{client}
