@@ -8,24 +8,9 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Backend {
-		s, err := store.Open(t.TempDir(), store.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	})
+	storetest.Run(t, func(t *testing.T) store.Backend { return storetest.OpenLocal(t) })
 }
 
 func TestCopy(t *testing.T) {
-	open := func() store.Backend {
-		s, err := store.Open(t.TempDir(), store.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	storetest.RunCopy(t, open(), open(), open())
+	storetest.RunCopy(t, storetest.OpenLocal(t), storetest.OpenLocal(t), storetest.OpenLocal(t))
 }

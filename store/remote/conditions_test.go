@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"slices"
-	"sync"
 	"testing"
 
 	"github.com/theater-storefs/theater-storefs/internal/s3test"
 	"github.com/theater-storefs/theater-storefs/store"
+	"github.com/theater-storefs/theater-storefs/store/storetest"
 )
 
 // TestConditions checks that the service honours the conditions the
@@ -93,35 +91,8 @@ func TestRacingAppends(t *testing.T) {
 		if round == 20 {
 			t.Fatal("20 rounds of 8 racing appenders and no append had to be retried")
 		}
-		var wg sync.WaitGroup
-		errs := make(chan error, 8)
-		for i := range 8 {
-			h, err := s.Store(ctx, fmt.Appendf(nil, "round %d writer %d", round, i))
-			if err != nil {
-				t.Fatal(err)
-			}
-			want = append(want, h)
-			wg.Go(func() { errs <- s.Label(ctx, "hot", h) })
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
+		want = append(want, storetest.AppendRacing(t, "hot", 8, s)...)
 	}
-	got, err := s.GetByLabel(ctx, "hot")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != len(want) {
-		t.Fatalf("%d appends (%d retried after a lost race), %d refs in the label", len(want), s.conflicts.Load(), len(got))
-	}
-	for _, h := range want {
-		if !slices.Contains(got, h) {
-			t.Fatalf("append of %s lost", h)
-		}
-	}
+	storetest.WantAll(t, s, "hot", want)
 	t.Logf("%d appends, %d retries", len(want), s.conflicts.Load())
 }

@@ -3,7 +3,6 @@ package remote_test
 import (
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -56,37 +55,9 @@ func TestEtcdSharedLabels(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer feed.Close()
-	var want []store.Hash
-	var wg sync.WaitGroup
-	errs := make(chan error, 40)
-	for i := range 20 {
-		for j, s := range []*remote.Store{a, b} {
-			h, err := s.Store(ctx, fmt.Appendf(nil, "node %d blob %d", j, i))
-			if err != nil {
-				t.Fatal(err)
-			}
-			want = append(want, h)
-			wg.Go(func() { errs <- s.Label(ctx, "hot", h) })
-		}
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, s := range []*remote.Store{a, b} {
-		got, err := s.GetByLabel(ctx, "hot")
-		if err != nil || len(got) != len(want) {
-			t.Fatalf("%d racing appends from two nodes, %d refs: %v", len(want), len(got), err)
-		}
-		for _, h := range want {
-			if !slices.Contains(got, h) {
-				t.Fatalf("append of %s lost", h)
-			}
-		}
-	}
+	want := storetest.AppendRacing(t, "hot", 20, a, b)
+	storetest.WantAll(t, a, "hot", want)
+	storetest.WantAll(t, b, "hot", want)
 	select {
 	case <-feed.Ready():
 	case <-time.After(5 * time.Second):

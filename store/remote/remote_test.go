@@ -295,14 +295,6 @@ func mustStore(t *testing.T, s store.Backend, content string) store.Hash {
 // TestCopy copies a local store to a bucket and back.
 func TestCopy(t *testing.T) {
 	srv := s3test.Start(t)
-	open := func() store.Backend {
-		s, err := store.Open(t.TempDir(), store.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
 	bucket, _ := openIn(t, srv)
-	storetest.RunCopy(t, open(), bucket, open())
+	storetest.RunCopy(t, storetest.OpenLocal(t), bucket, storetest.OpenLocal(t))
 }

@@ -393,33 +393,8 @@ func testStream(t *testing.T, b store.Backend) {
 
 // testConcurrentAppends races appenders on one label: none is lost.
 func testConcurrentAppends(t *testing.T, b store.Backend) {
-	const writers, each = 6, 5
-	var want []store.Hash
-	for i := range writers * each {
-		want = append(want, put(t, b, fmt.Sprint("blob ", i)))
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, writers*each)
-	for w := range writers {
-		wg.Go(func() {
-			for i := range each {
-				errs <- b.Label(ctx, "shared", want[w*each+i])
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	got := refs(t, b, "shared")
-	slices.SortFunc(got, func(x, y store.Hash) int { return bytes.Compare(x[:], y[:]) })
-	slices.SortFunc(want, func(x, y store.Hash) int { return bytes.Compare(x[:], y[:]) })
-	if !slices.Equal(got, want) {
-		t.Fatalf("after %d racing appends the label holds %d refs", len(want), len(got))
-	}
+	want := AppendRacing(t, "shared", 30, b)
+	WantAll(t, b, "shared", want)
 }
 
 func testConcurrentStores(t *testing.T, b store.Backend) {
