@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -499,6 +500,16 @@ func progressFor(c *cli.Context, what string) (store.Progress, func()) {
 		}
 }
 
+// verifier is a store fsck can check: a directory or a bucket.
+type verifier interface {
+	Verify(ctx context.Context, progress store.Progress) (*store.FsckReport, error)
+}
+
+var (
+	_ verifier = (*store.Store)(nil)
+	_ verifier = (*remote.Store)(nil)
+)
+
 // errProblems makes fsck exit 1 after printing its report.
 var errProblems = errors.New("the store has problems")
 
@@ -506,13 +517,17 @@ func cmdFsck(c *cli.Context) error {
 	if err := nargs(c, 0, 0); err != nil {
 		return err
 	}
-	s, err := openLocal(c, false)
+	s, err := openStore(c, false)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	v, ok := s.(verifier)
+	if !ok {
+		return fmt.Errorf("fsck: BUG: %T cannot verify", s)
+	}
 	progress, done := progressFor(c, "fsck")
-	rep, err := s.Verify(c.Context, progress)
+	rep, err := v.Verify(c.Context, progress)
 	done()
 	if err != nil {
 		return err

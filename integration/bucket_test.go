@@ -44,6 +44,9 @@ func TestBucketCommands(t *testing.T) {
 	if got := ok("ls"); got != h+" 13\n" {
 		t.Fatalf("ls: %q", got)
 	}
+	if r := cli(t, "--store", url, "fsck"); r.code != 0 || !strings.Contains(r.stderr, "checked 1 blobs and 2 labels: 0 problems") {
+		t.Errorf("fsck of the bucket:\n%s", r)
+	}
 	ok("unlabel", "team/x")
 	if got := ok("labels"); got != "greet\n" {
 		t.Fatalf("labels after unlabel: %q", got)
@@ -76,7 +79,7 @@ func TestBucketCommands(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"--store", url, "fsck"}, 2, "not on a bucket"},
+		{[]string{"--store", url, "gc"}, 2, "not on a bucket"},
 		{[]string{"--store", url, "mount", "--cache-size", "0", t.TempDir()}, 2, "--cache-size"},
 		{[]string{"--store", url, "mount", "--poll", "1ms", t.TempDir()}, 2, "--poll 1ms is too short"},
 		{[]string{"--store", dir, "mount", "--cache", t.TempDir(), t.TempDir()}, 2, "--cache is for a bucket"},

@@ -262,6 +262,36 @@ func TestRemote(t *testing.T) {
 		}
 	})
 
+	t.Run("Fsck", func(t *testing.T) {
+		s, bucket := openIn(t, srv)
+		good := mustStore(t, s, "good")
+		h, _ := store.Sum([]byte("the real content"))
+		putRaw(t, srv, bucket, "data/"+h.String(), []byte("something else!!"))
+		missing, _ := store.Sum([]byte("never stored"))
+		putRaw(t, srv, bucket, "labels/dangling", []byte(good.String()+"\n"+missing.String()))
+		putRaw(t, srv, bucket, "labels/torn", []byte(good.String()+"\nnot a hash"))
+		if err := s.Label(ctx, "fine", good); err != nil {
+			t.Fatal(err)
+		}
+		var last int
+		rep, err := s.Verify(ctx, func(done, total int) { last = done })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Blobs != 2 || rep.Labels != 3 || last != 5 {
+			t.Errorf("fsck checked %d blobs and %d labels, progress reached %d", rep.Blobs, rep.Labels, last)
+		}
+		want := map[string]string{"corrupt-blob": h.String(), "missing-blob": "dangling", "bad-label": "torn"}
+		if len(rep.Problems) != len(want) {
+			t.Fatalf("fsck found %v", rep.Problems)
+		}
+		for _, p := range rep.Problems {
+			if want[p.Kind] != p.Name {
+				t.Errorf("fsck found %v; want %v", p, want)
+			}
+		}
+	})
+
 	t.Run("NoBucket", func(t *testing.T) {
 		loc, _ := remote.ParseURL(srv.URL("no-such-bucket", ""))
 		_, err := remote.Open(ctx, loc, remote.Options{})
