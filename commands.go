@@ -95,8 +95,11 @@ func commands() []*cli.Command {
 			Usage:     "copy every blob and label of one store into another: a directory or a bucket",
 			ArgsUsage: "FROM TO (a store directory or s3://BUCKET/PREFIX?endpoint=URL)",
 			Description: "Blobs TO lacks are copied, each verified on the way; then every label of FROM\n" +
-				"is made to hold the same refs at TO. What TO has is kept, so a sync cut short\n" +
-				"resumes where it stopped. Labels and blobs only TO has are left alone.",
+				"is made to hold the same refs at TO, as a mirror: refs a label holds only at TO are\n" +
+				"dropped from it (sync names the labels that held refs to blobs only TO has; the\n" +
+				"blobs stay). Blobs TO has are kept,\n" +
+				"so a sync cut short resumes where it stopped. Labels and blobs only TO has are left\n" +
+				"alone. --labels (before the command) names the etcd of the bucket among FROM and TO.",
 			Flags: []cli.Flag{
 				jsonFlag,
 				&cli.IntFlag{Name: "jobs", Value: 8, Usage: "copy `N` blobs at once"},
@@ -218,7 +221,8 @@ func cmdGet(c *cli.Context) error {
 		return err
 	}
 	ref := referenceArg(c.Args().First())
-	switch kind, arg := store.ParseReference(ref); kind {
+	kind, arg := store.ParseReference(ref)
+	switch kind {
 	case store.RefPath:
 		return usagef("get: %q is not a hash, store:hash:HASH or store:LABEL", ref)
 	case store.RefHash:
@@ -240,8 +244,37 @@ func cmdGet(c *cli.Context) error {
 		return err
 	}
 	defer r.Close()
+	if _, ok := s.(*remote.Store); ok && kind != store.RefPath {
+		// A bucket's blob is verified as it streams in, at its end: land
+		// it in a local file first, so that nothing of a corrupt blob
+		// reaches the output (a local store verifies before it opens).
+		if r, err = verifiedCopy(r); err != nil {
+			return err
+		}
+		defer r.Close()
+	}
 	_, err = io.Copy(c.App.Writer, r)
 	return err
+}
+
+// verifiedCopy reads r to its end into a temp file (removed when closed)
+// and returns it, rewound; an error on the way (ErrCorrupt at the end) is
+// returned instead.
+func verifiedCopy(r io.Reader) (io.ReadCloser, error) {
+	f, err := os.CreateTemp("", ".theater-storefs-get-*")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(f.Name()) // gone once closed, whatever happens
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 func cmdLabel(c *cli.Context) error {
@@ -648,10 +681,28 @@ func cmdSync(c *cli.Context) error {
 	progress, done := progressFor(c, "sync")
 	rep, err := store.Copy(c.Context, src, dst, store.CopyOptions{Jobs: c.Int("jobs"), Progress: progress})
 	done()
+	if errors.Is(err, context.Canceled) {
+		return errors.New("sync: interrupted; run it again to resume")
+	}
 	if err != nil {
 		return fmt.Errorf("sync: %w (run it again to resume)", err)
 	}
+	if n := len(rep.Dropped); n > 0 {
+		shown := rep.Dropped[:min(n, 5)]
+		for i, name := range shown {
+			shown[i] = strconv.Quote(name)
+		}
+		more := ""
+		if n > len(shown) {
+			more = fmt.Sprintf(" and %d more", n-len(shown))
+		}
+		fmt.Fprintf(c.App.ErrWriter, "sync: %d labels of %s held refs to blobs that only it has, and now hold %s's refs: %s%s\n",
+			n, to, from, strings.Join(shown, ", "), more)
+	}
 	if c.Bool("json") {
+		if rep.Dropped == nil {
+			rep.Dropped = []string{}
+		}
 		return printJSON(c.App.Writer, rep)
 	}
 	fmt.Fprintf(c.App.ErrWriter, "copied %d blobs (%s) and %d labels; %d blobs and %d labels were there already\n",

@@ -224,7 +224,18 @@ func openAt(c *cli.Context, where string, create bool, labels string) (store.Bac
 		}
 		return remote.Open(c.Context, loc, remote.Options{Labels: labels})
 	}
+	if err := notAURL(where); err != nil {
+		return nil, err
+	}
 	return openDir(where, create)
+}
+
+// notAURL refuses a store directory that looks like a mistyped URL.
+func notAURL(where string) error {
+	if strings.Contains(where, "://") || strings.HasPrefix(strings.ToLower(where), "s3:") {
+		return usagef("%s is neither a store directory nor a bucket; a bucket is s3://BUCKET/PREFIX?endpoint=URL", where)
+	}
+	return nil
 }
 
 // openLocal opens the store directory the flags name, for what only a
@@ -233,6 +244,9 @@ func openLocal(c *cli.Context, create bool) (*store.Store, error) {
 	dir := storeDir(c)
 	if remote.IsURL(dir) {
 		return nil, usagef("%s: works on a store directory, not on a bucket (%s); copy the bucket with sync first", c.Command.Name, dir)
+	}
+	if err := notAURL(dir); err != nil {
+		return nil, err
 	}
 	return openDir(dir, create)
 }

@@ -346,6 +346,9 @@ func openMountStore(c *cli.Context, mnt, dir string) (mountStore, error) {
 func mountBucket(c *cli.Context, mnt string) (*remote.Options, error) {
 	where := storeDir(c)
 	if !remote.IsURL(where) {
+		if err := notAURL(where); err != nil {
+			return nil, err
+		}
 		if c.String("labels") != "" {
 			return nil, usagef("mount: --labels is for a bucket's labels; %s is a store directory", where)
 		}

@@ -57,6 +57,23 @@ func TestBucketCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A corrupt blob in the bucket: get fails, and writes none of it.
+	bad := sha1Hex([]byte("what it should be"))
+	if _, err := srv.Client().PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(srv.BucketName("theater")),
+		Key: aws.String("nodes/shared/data/" + bad), Body: strings.NewReader("evil!!")}); err != nil {
+		t.Fatal(err)
+	}
+	if r := cli(t, "--store", url, "get", bad); r.code != 1 || r.stdout != "" || !strings.Contains(r.stderr, "corrupt") {
+		t.Errorf("get of a corrupt blob:\n%s", r)
+	}
+	if r := cli(t, "--store", url, "fsck"); r.code != 1 || !strings.Contains(r.stdout, "corrupt-blob "+bad) {
+		t.Errorf("fsck with a corrupt blob:\n%s", r)
+	}
+	if _, err := srv.Client().DeleteObject(context.Background(), &s3.DeleteObjectInput{Bucket: aws.String(srv.BucketName("theater")),
+		Key: aws.String("nodes/shared/data/" + bad)}); err != nil {
+		t.Fatal(err)
+	}
+
 	// sync to a new directory and back to another prefix.
 	dir := filepath.Join(t.TempDir(), "copy")
 	if r := cli(t, "sync", url, dir); r.code != 0 || !strings.Contains(r.stderr, "copied 1 blobs") {
@@ -85,6 +102,8 @@ func TestBucketCommands(t *testing.T) {
 		{[]string{"--store", dir, "mount", "--cache", t.TempDir(), t.TempDir()}, 2, "--cache is for a bucket"},
 		{[]string{"--store", srv.URL("missing", ""), "labels"}, 1, "the bucket does not exist"},
 		{[]string{"--store", "s3://theater?endpont=x", "labels"}, 2, "unknown parameter endpont"},
+		{[]string{"--store", "S3://theater", "labels"}, 2, "a bucket is s3://"},
+		{[]string{"--store", "S3://theater", "mount", t.TempDir()}, 2, "a bucket is s3://"},
 		{[]string{"--store", url, "get", "store:nobody"}, 1, "not found"},
 	} {
 		r := cli(t, c.args...)

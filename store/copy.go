@@ -27,14 +27,20 @@ type CopyReport struct {
 	Bytes        int64 `json:"bytes"`         // the bytes copied
 	Labels       int   `json:"labels"`        // labels in the source
 	LabelsCopied int   `json:"labels_copied"` // of them, changed at the destination
+	// Dropped names the labels of the destination that held refs to
+	// blobs the source does not have (appended at the destination), which
+	// they no longer hold. The blobs stay.
+	Dropped []string `json:"labels_dropped_refs"`
 }
 
 // Copy brings every blob and label of src into dst: blobs dst lacks are
 // copied (each verified on the way: it must hash to its name), then every
-// label of dst is made to hold what it holds in src. Labels come last, so
-// no label at dst points at a blob not yet there. What dst has already is
-// left alone, so a copy that was cut short resumes where it stopped. Labels
-// and blobs only dst has are kept.
+// label of src is made to hold at dst what it holds in src, as a mirror
+// does: refs a label held only at dst are dropped from it (those to blobs
+// only dst has are reported in Dropped; the blobs stay). Labels come last, so no label at dst points
+// at a blob not yet there. Blobs dst has already are left alone, so a copy
+// that was cut short resumes where it stopped. Labels and blobs only dst
+// has are kept.
 func Copy(ctx context.Context, src, dst Backend, opts CopyOptions) (*CopyReport, error) {
 	rep := &CopyReport{}
 	have, err := dst.ListAllContent(ctx)
@@ -62,12 +68,15 @@ func Copy(ctx context.Context, src, dst Backend, opts CopyOptions) (*CopyReport,
 	}
 	rep.Labels = len(names)
 	for _, name := range names {
-		changed, err := copyLabel(ctx, src, dst, name)
+		changed, dropped, err := copyLabel(ctx, src, dst, name)
 		if err != nil {
 			return rep, err
 		}
 		if changed {
 			rep.LabelsCopied++
+		}
+		if dropped {
+			rep.Dropped = append(rep.Dropped, name)
 		}
 	}
 	return rep, nil
@@ -147,27 +156,39 @@ func copyBlob(ctx context.Context, src, dst Backend, h Hash) (int64, error) {
 }
 
 // copyLabel makes dst's label hold src's refs, in order, and reports
-// whether it had to change it.
-func copyLabel(ctx context.Context, src, dst Backend, name string) (bool, error) {
+// whether it had to change it, and whether it dropped a ref to a blob src
+// does not have.
+func copyLabel(ctx context.Context, src, dst Backend, name string) (changed, dropped bool, err error) {
 	want, err := src.GetByLabel(ctx, name)
 	if errors.Is(err, ErrNotFound) {
-		return false, nil // removed since listed
+		return false, false, nil // removed since listed
 	}
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	got, err := dst.GetByLabel(ctx, name)
 	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrCorrupt) {
-		return false, err
+		return false, false, err
 	}
 	if err == nil && slices.Equal(got, want) {
-		return false, nil
+		return false, false, nil
 	}
 	if len(want) == 0 {
-		return false, nil
+		return false, false, nil
 	}
 	if err := dst.SetLabel(ctx, name, want); err != nil {
-		return false, err
+		return false, false, err
 	}
-	return true, nil
+	// A ref dropped to a blob that src has too is src's own history (a
+	// replaced chain-head); one to a blob only dst has was added at dst,
+	// and that blob now hangs on no label of this one.
+	for _, h := range got {
+		if slices.Contains(want, h) {
+			continue
+		}
+		if ok, err := src.Exists(ctx, h); err != nil || !ok {
+			return true, true, err
+		}
+	}
+	return true, false, nil
 }

@@ -351,7 +351,7 @@ func (b *blob) Read(p []byte) (int, error) {
 	if err == io.EOF {
 		err = b.verify()
 	} else if err != nil {
-		err = blobErr(b.h, readErr(err))
+		err = blobErr(b.h, readErr(b.ctx, err))
 	}
 	b.err = err
 	return n, err
@@ -382,7 +382,7 @@ func (b *blob) ReadAt(p []byte, off int64) (int, error) {
 	defer body.Close()
 	n, err := io.ReadFull(body, p[:want])
 	if err != nil {
-		return n, blobErr(b.h, readErr(err))
+		return n, blobErr(b.h, readErr(b.ctx, err))
 	}
 	if want < int64(len(p)) {
 		return n, io.EOF
@@ -394,9 +394,9 @@ func (b *blob) Close() error { return b.body.Close() }
 
 // readErr is an error met reading an answer's body: the service's (or
 // the network's), unless the caller gave up.
-func readErr(err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
+func readErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
 	return &serviceErrorWrap{err}
 }

@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -75,6 +76,9 @@ func openEtcd(ctx context.Context, labelsURL string, log *slog.Logger) (*etcdLab
 	defer cancel()
 	if _, err := c.Get(ctx, prefix+"labels/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil {
 		c.Close()
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("labels %s: %w: no answer from etcd at %s within 5 s", labelsURL, store.ErrUnavailable, strings.Join(endpoints, ", "))
+		}
 		return nil, fmt.Errorf("labels %s: %w: %v", labelsURL, store.ErrUnavailable, err)
 	}
 	return &etcdLabels{c: c, prefix: prefix, log: log}, nil

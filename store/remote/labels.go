@@ -70,7 +70,7 @@ func (l *s3Labels) read(ctx context.Context, name string) ([]byte, string, time.
 	data, err := readLimited(body, info.size)
 	if err != nil {
 		if !errors.Is(err, store.ErrCorrupt) {
-			err = readErr(err)
+			err = readErr(ctx, err)
 		}
 		return nil, "", time.Time{}, err
 	}

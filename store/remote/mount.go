@@ -33,7 +33,7 @@ func (s *Store) Open(ctx context.Context, h store.Hash) (*os.File, store.BlobInf
 		defer copyBufs.Put(buf)
 		n, err := io.CopyBuffer(w, body, *buf)
 		if err != nil {
-			return time.Time{}, blobErr(h, readErr(err))
+			return time.Time{}, blobErr(h, readErr(ctx, err))
 		}
 		if n != info.size {
 			return time.Time{}, blobErr(h, serviceError("download cut short"))

@@ -59,7 +59,8 @@ func newBucket(ctx context.Context, loc Location) (*bucket, error) {
 	cfg.HTTPClient = awshttp.NewBuildableClient().WithDialerOptions(func(d *net.Dialer) {
 		d.Timeout = 10 * time.Second
 	}).WithTransportOptions(func(tr *http.Transport) {
-		tr.ResponseHeaderTimeout = 60 * time.Second
+		// The SDK tries a call 3 times: a minute in all.
+		tr.ResponseHeaderTimeout = 20 * time.Second
 	})
 	c := s3.NewFromConfig(cfg, func(o *s3.Options) {
 		if loc.Endpoint != "" {
@@ -92,12 +93,12 @@ func status(err error) int {
 // changed (versitygw and AWS answer If-Match on a removed key with 404),
 // and a 500 leaves the change unknown (Ceph RGW answers a lost race
 // between conditional PUTs so): errMaybe, to read again.
-func mapErr(err error, conditional bool) error {
+func mapErr(ctx context.Context, err error, conditional bool) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
+	if ctx.Err() != nil {
+		return ctx.Err() // the caller gave up, not the service
 	}
 	var ae smithy.APIError
 	code := ""
@@ -142,10 +143,14 @@ func short(err error) string {
 	var oe *smithy.OperationError
 	var ae smithy.APIError
 	if errors.As(err, &oe) && errors.As(err, &ae) {
-		if st := status(err); st != 0 {
-			return fmt.Sprintf("S3 %s: %d %s: %s", oe.OperationName, st, ae.ErrorCode(), ae.ErrorMessage())
+		msg := ae.ErrorCode()
+		if m := ae.ErrorMessage(); m != "" { // a HEAD's answer has none
+			msg += ": " + m
 		}
-		return fmt.Sprintf("S3 %s: %s: %s", oe.OperationName, ae.ErrorCode(), ae.ErrorMessage())
+		if st := status(err); st != 0 {
+			return fmt.Sprintf("S3 %s: %d %s", oe.OperationName, st, msg)
+		}
+		return fmt.Sprintf("S3 %s: %s", oe.OperationName, msg)
 	}
 	var ne *net.OpError
 	if errors.As(err, &oe) && errors.As(err, &ne) {
@@ -174,7 +179,7 @@ type objectInfo struct {
 func (b *bucket) head(ctx context.Context, key string) (objectInfo, error) {
 	out, err := b.c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &b.name, Key: b.key(key)})
 	if err != nil {
-		return objectInfo{}, mapErr(err, false)
+		return objectInfo{}, mapErr(ctx, err, false)
 	}
 	return objectInfo{aws.ToInt64(out.ContentLength), unquote(aws.ToString(out.ETag)), aws.ToTime(out.LastModified)}, nil
 }
@@ -187,7 +192,7 @@ func (b *bucket) get(ctx context.Context, key string, off, n int64) (io.ReadClos
 	}
 	out, err := b.c.GetObject(ctx, in)
 	if err != nil {
-		return nil, objectInfo{}, mapErr(err, false)
+		return nil, objectInfo{}, mapErr(ctx, err, false)
 	}
 	return out.Body, objectInfo{aws.ToInt64(out.ContentLength), unquote(aws.ToString(out.ETag)), aws.ToTime(out.LastModified)}, nil
 }
@@ -220,7 +225,7 @@ func (b *bucket) put(ctx context.Context, key string, body io.ReadSeeker, size i
 	}
 	out, err := b.c.PutObject(ctx, in, opts...)
 	if err != nil {
-		return "", mapErr(err, ifVersion != anyVersion)
+		return "", mapErr(ctx, err, ifVersion != anyVersion)
 	}
 	return unquote(aws.ToString(out.ETag)), nil
 }
@@ -243,7 +248,7 @@ func (b *bucket) del(ctx context.Context, key, version string) error {
 		opts = append(opts, noRetries)
 	}
 	_, err := b.c.DeleteObject(ctx, in, opts...)
-	return mapErr(err, version != "")
+	return mapErr(ctx, err, version != "")
 }
 
 // errStop ends a listing early, without error.
@@ -260,7 +265,7 @@ func (b *bucket) list(ctx context.Context, dir string, hint int, fn func(name st
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return mapErr(err, false)
+			return mapErr(ctx, err, false)
 		}
 		for _, o := range page.Contents {
 			name := strings.TrimPrefix(aws.ToString(o.Key), b.prefix+dir)
@@ -285,7 +290,7 @@ func (b *bucket) listDir(ctx context.Context, dir string, fn func(name string, i
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return mapErr(err, false)
+			return mapErr(ctx, err, false)
 		}
 		for _, cp := range page.CommonPrefixes {
 			name := strings.TrimSuffix(strings.TrimPrefix(aws.ToString(cp.Prefix), b.prefix+dir), "/")

@@ -71,10 +71,19 @@ func RunCopy(t *testing.T, src, dst, back store.Backend) {
 	if err := dst.Label(ctx, "mine", hashes[0]); err != nil {
 		t.Fatal(err)
 	}
+	// And a ref another node appended at the destination, to a blob only
+	// it has, is dropped and reported.
+	theirs, err := dst.PutAtLabel(ctx, "ns/l1", []byte("stored at the destination"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	rep, err = store.Copy(ctx, src, dst, store.CopyOptions{})
-	if err != nil || rep.Copied != 0 || rep.LabelsCopied != 1 {
-		t.Fatalf("second copy: %+v, %v; want one label changed", rep, err)
+	if err != nil || rep.Copied != 0 || rep.LabelsCopied != 2 || !slices.Equal(rep.Dropped, []string{"ns/l1"}) {
+		t.Fatalf("second copy: %+v, %v; want two labels changed, ns/l1 reported", rep, err)
 	}
 	wantRefs(t, dst, "ns/l0", hashes[5])
 	wantRefs(t, dst, "mine", hashes[0])
+	if ok, _ := dst.Exists(ctx, theirs); !ok {
+		t.Fatal("the dropped ref's blob was removed")
+	}
 }
