@@ -16,7 +16,8 @@ type CopyOptions struct {
 	// answers each request in a round trip, so a few in flight keep it
 	// busy.
 	Jobs int
-	// Progress is told how many of the blobs to copy are done.
+	// Progress is told how many of the blobs to copy are done, by one
+	// call at a time.
 	Progress Progress
 }
 
@@ -111,10 +112,10 @@ func copyBlobs(ctx context.Context, src, dst Backend, todo []Hash, opts CopyOpti
 					rep.Copied++
 					rep.Bytes += n
 				}
-				mu.Unlock()
-				if opts.Progress != nil {
+				if opts.Progress != nil { // one call at a time
 					opts.Progress(int(done.Add(1)), len(todo))
 				}
+				mu.Unlock()
 			}
 		})
 	}

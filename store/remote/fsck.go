@@ -49,10 +49,10 @@ func (s *Store) Verify(ctx context.Context, progress store.Progress) (*store.Fsc
 				if err != nil && firstErr == nil {
 					firstErr = err
 				}
-				mu.Unlock()
-				if progress != nil {
+				if progress != nil { // one call at a time
 					progress(int(done.Add(1)), total)
 				}
+				mu.Unlock()
 			}
 		})
 	}
