@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,6 +44,7 @@ type Server struct {
 }
 
 var (
+	starts    atomic.Int64 // of servers elsewhere, for bucket names
 	buildOnce sync.Once
 	binPath   string
 	buildErr  error
@@ -96,8 +98,9 @@ func Binary() (string, error) {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	if ep := os.Getenv("S3TEST_ENDPOINT"); ep != "" {
+		// Buckets of their own for each Start, as a fresh versitygw's are.
 		srv := &Server{Endpoint: ep, AccessKey: os.Getenv("S3TEST_ACCESS_KEY"), SecretKey: os.Getenv("S3TEST_SECRET_KEY"),
-			suffix: fmt.Sprintf("-%d-%d", time.Now().Unix(), os.Getpid())}
+			suffix: fmt.Sprintf("-%d-%d-%d", time.Now().Unix(), os.Getpid(), starts.Add(1))}
 		srv.setenv(t)
 		return srv
 	}
