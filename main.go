@@ -137,7 +137,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{
 				Name:    "store",
-				Usage:   "the store `DIR`, or a bucket: s3://BUCKET/PREFIX?endpoint=URL (default: $THEATER_HOME/store, else ./store)",
+				Usage:   "the store `DIR`, or a bucket: s3://BUCKET/PREFIX?endpoint=URL (default: $THEATER_STORE, else $THEATER_HOME/store, else ./store)",
 				EnvVars: []string{"THEATER_STORE"},
 			},
 			&cli.StringFlag{

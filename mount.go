@@ -36,7 +36,11 @@ func mountCommand() *cli.Command {
 			"umount or fusermount3 -u. Labels are files: writing one stores the content and points\n" +
 			"the label at it; mode, owner and time changes are accepted and not stored.\n" +
 			"MOUNTPOINT/.theater/stats counts the FUSE operations served (JSON); --metrics serves\n" +
-			"the same counters to Prometheus.",
+			"the same counters to Prometheus.\n" +
+			"With --store s3://BUCKET/PREFIX?endpoint=URL the mount serves a bucket: blobs are\n" +
+			"verified into a local cache (--cache, --cache-size), writes are uploaded at close,\n" +
+			"and labels changed elsewhere show within --poll, or at once with --labels etcd://...\n" +
+			"(a global flag, before mount).",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay attached until unmounted"},
 			&cli.BoolFlag{Name: "read-only", Aliases: []string{"ro"}, Usage: "refuse every change"},
