@@ -244,7 +244,7 @@ func cmdGet(c *cli.Context) error {
 		return err
 	}
 	defer r.Close()
-	if _, ok := s.(*remote.Store); ok && kind != store.RefPath {
+	if _, ok := s.(*remote.Store); ok {
 		// A bucket's blob is verified as it streams in, at its end: land
 		// it in a local file first, so that nothing of a corrupt blob
 		// reaches the output (a local store verifies before it opens).

@@ -340,7 +340,10 @@ func openMountStore(c *cli.Context, mnt, dir string) (mountStore, error) {
 	if bucket == nil {
 		return store.Open(dir, store.Options{ReadOnly: c.Bool("read-only"), Logger: slog.Default()})
 	}
-	loc, _ := remote.ParseURL(dir)
+	loc, err := remote.ParseURL(dir)
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
 	return remote.Open(c.Context, loc, *bucket)
 }
 

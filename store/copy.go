@@ -68,8 +68,9 @@ func Copy(ctx context.Context, src, dst Backend, opts CopyOptions) (*CopyReport,
 		return rep, err
 	}
 	rep.Labels = len(names)
+	slices.SortFunc(all, compareHash)
 	for _, name := range names {
-		changed, dropped, err := copyLabel(ctx, src, dst, name)
+		changed, dropped, err := copyLabel(ctx, src, dst, name, all)
 		if err != nil {
 			return rep, err
 		}
@@ -102,13 +103,13 @@ func copyBlobs(ctx context.Context, src, dst Backend, todo []Hash, opts CopyOpti
 	for range min(jobs, max(len(todo), 1)) {
 		wg.Go(func() {
 			for h := range work {
-				n, err := copyBlob(ctx, src, dst, h)
+				n, copied, err := copyBlob(ctx, src, dst, h)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err
 					cancel()
 				}
-				if err == nil {
+				if copied {
 					rep.Copied++
 					rep.Bytes += n
 				}
@@ -136,32 +137,33 @@ func copyBlobs(ctx context.Context, src, dst Backend, todo []Hash, opts CopyOpti
 }
 
 // copyBlob copies one blob, streamed: the source verifies it as it is
-// read, and the destination names it by the hash of what arrived.
-func copyBlob(ctx context.Context, src, dst Backend, h Hash) (int64, error) {
+// read, and the destination names it by the hash of what arrived. A blob
+// removed from the source since it was listed is not copied.
+func copyBlob(ctx context.Context, src, dst Backend, h Hash) (n int64, copied bool, err error) {
 	r, _, err := src.OpenBlob(ctx, h)
 	if errors.Is(err, ErrNotFound) {
-		return 0, nil // removed from the source since it was listed
+		return 0, false, nil
 	}
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer r.Close()
 	got, n, err := dst.PutLabeled(ctx, r, "", LabelNone)
 	if err != nil {
-		return n, fmt.Errorf("copying blob %s: %w", h, err)
+		return n, false, fmt.Errorf("copying blob %s: %w", h, err)
 	}
 	if got != h {
-		return n, blobErr(h, fmt.Errorf("%w: content hashes to %s", ErrCorrupt, got))
+		return n, false, blobErr(h, fmt.Errorf("%w: content hashes to %s", ErrCorrupt, got))
 	}
-	return n, nil
+	return n, true, nil
 }
 
 // copyLabel makes dst's label hold src's refs, in order, and reports
 // whether it had to change it, and whether it dropped a ref to a blob src
-// does not have.
-func copyLabel(ctx context.Context, src, dst Backend, name string) (changed, dropped bool, err error) {
+// does not have (srcBlobs, sorted, lists those it has).
+func copyLabel(ctx context.Context, src, dst Backend, name string, srcBlobs []Hash) (changed, dropped bool, err error) {
 	want, err := src.GetByLabel(ctx, name)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, ErrNotFound) || (err == nil && len(want) == 0) {
 		return false, false, nil // removed since listed
 	}
 	if err != nil {
@@ -174,9 +176,6 @@ func copyLabel(ctx context.Context, src, dst Backend, name string) (changed, dro
 	if err == nil && slices.Equal(got, want) {
 		return false, false, nil
 	}
-	if len(want) == 0 {
-		return false, false, nil
-	}
 	if err := dst.SetLabel(ctx, name, want); err != nil {
 		return false, false, err
 	}
@@ -187,8 +186,8 @@ func copyLabel(ctx context.Context, src, dst Backend, name string) (changed, dro
 		if slices.Contains(want, h) {
 			continue
 		}
-		if ok, err := src.Exists(ctx, h); err != nil || !ok {
-			return true, true, err
+		if _, ok := slices.BinarySearchFunc(srcBlobs, h, compareHash); !ok {
+			return true, true, nil
 		}
 	}
 	return true, false, nil

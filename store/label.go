@@ -10,9 +10,9 @@ import (
 const (
 	MaxLabelLen     = 4096
 	MaxComponentLen = 255
-	// maxLabelFile bounds how much of a label file is read: a label file is a
-	// list of 41-byte lines, and a larger one is treated as corrupt.
-	maxLabelFile = 16 << 20
+	// MaxLabelFile bounds how much of a label file is read: a label file
+	// is a list of 41-byte lines, and a larger one is treated as corrupt.
+	MaxLabelFile = 16 << 20
 )
 
 // ValidateLabel checks a label name: any bytes but NUL, '/' separating

@@ -48,10 +48,10 @@ func (s *Store) readLabel(name string) (refs []Hash, bad int, err error) {
 	if !fi.Mode().IsRegular() {
 		return nil, 0, labelErr(name, fmt.Errorf("%w: label file is not a regular file", ErrCorrupt))
 	}
-	if fi.Size() > maxLabelFile {
-		return nil, 0, labelErr(name, fmt.Errorf("%w: label file is %d bytes, over the %d limit", ErrCorrupt, fi.Size(), maxLabelFile))
+	if fi.Size() > MaxLabelFile {
+		return nil, 0, labelErr(name, fmt.Errorf("%w: label file is %d bytes, over the %d limit", ErrCorrupt, fi.Size(), MaxLabelFile))
 	}
-	b, err := io.ReadAll(io.LimitReader(f, maxLabelFile+1))
+	b, err := ReadLabelFile(f)
 	if err != nil {
 		return nil, 0, labelErr(name, err)
 	}
@@ -60,6 +60,16 @@ func (s *Store) readLabel(name string) (refs []Hash, bad int, err error) {
 		s.log.Warn("skipping label lines that are not hashes", "label", name, "lines", badLines)
 	}
 	return refs, len(badLines), nil
+}
+
+// ReadLabelFile reads a label file of at most MaxLabelFile bytes; a
+// longer one is ErrCorrupt.
+func ReadLabelFile(r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, MaxLabelFile+1))
+	if err == nil && len(b) > MaxLabelFile {
+		err = fmt.Errorf("%w: label file over the %d limit", ErrCorrupt, MaxLabelFile)
+	}
+	return b, err
 }
 
 // readLabelStrict is readLabel for changes: a label with lines that are not

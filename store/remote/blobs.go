@@ -398,5 +398,5 @@ func readErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return &serviceErrorWrap{err}
+	return serviceError(err.Error())
 }

@@ -36,6 +36,7 @@ type cached struct {
 	h        store.Hash
 	size     int64
 	verified bool // hashed since this process took it: not one found at start
+	touched  bool // its file's atime says it was opened by this process
 }
 
 // loading is a download in progress, which other openers wait for.
@@ -93,7 +94,7 @@ func openCache(dir string, max int64) (*blobCache, error) {
 		c.total += f.size
 	}
 	c.mu.Lock()
-	c.evict(nil)
+	c.evict()
 	c.mu.Unlock()
 	return c, nil
 }
@@ -108,7 +109,8 @@ func (c *blobCache) open(ctx context.Context, h store.Hash, fetch func(ctx conte
 		if el, ok := c.byHash[h]; ok {
 			c.lru.MoveToFront(el)
 			e := el.Value.(*cached)
-			verified := e.verified
+			verified, touched := e.verified, e.touched
+			e.touched = true
 			c.mu.Unlock()
 			f, err := os.Open(c.path(h))
 			if err == nil && !verified {
@@ -123,8 +125,11 @@ func (c *blobCache) open(ctx context.Context, h store.Hash, fetch func(ctx conte
 				}
 			}
 			if err == nil {
-				now := time.Now()
-				os.Chtimes(c.path(h), now, time.Time{}) // recency, for the next start
+				if !touched {
+					// Recency for the next start, which orders the copies
+					// it finds by atime; once a process is enough.
+					os.Chtimes(c.path(h), time.Now(), time.Time{})
+				}
 				return f, nil
 			}
 			c.drop(h) // removed behind our back, or torn: fetch it again
@@ -152,7 +157,7 @@ func (c *blobCache) open(ctx context.Context, h store.Hash, fetch func(ctx conte
 			el := c.lru.PushFront(&cached{h: h, size: size, verified: true})
 			c.byHash[h] = el
 			c.total += size
-			c.evict(el)
+			c.evict()
 		}
 		c.mu.Unlock()
 		l.err = err
@@ -231,24 +236,17 @@ func (c *blobCache) adopt(h store.Hash, path string, size int64) bool {
 	el := c.lru.PushFront(&cached{h: h, size: size, verified: true})
 	c.byHash[h] = el
 	c.total += size
-	c.evict(el)
+	c.evict()
 	return true
 }
 
 // evict drops the least recently opened copies until the cache is within
-// its bound, sparing keep (the copy just opened). c.mu is held.
-func (c *blobCache) evict(keep *list.Element) {
-	for c.total > c.max {
-		el := c.lru.Back()
-		if el == nil || el == keep {
-			if el == keep && el != nil && c.lru.Len() == 1 {
-				// The one copy is larger than the whole cache: it is
-				// served from its open file and dropped at once.
-				c.remove(el)
-			}
-			return
-		}
-		c.remove(el)
+// its bound. The copy just opened is at the front: it goes last, and goes
+// too if it alone is over the bound (it is served from its open file).
+// c.mu is held.
+func (c *blobCache) evict() {
+	for c.total > c.max && c.lru.Len() > 0 {
+		c.remove(c.lru.Back())
 	}
 }
 

@@ -107,7 +107,7 @@ func (d *draft) Commit(ctx context.Context, label string, mode store.LabelMode) 
 		return store.Hash{}, err
 	}
 	body := io.NewSectionReader(d.f, 0, d.size)
-	if d.dirty || d.hashed != d.size {
+	if d.dirty {
 		d.sums = newSums()
 		buf := copyBufs.Get().(*[]byte)
 		_, err := io.CopyBuffer(d.sums, body, *buf)
@@ -120,7 +120,7 @@ func (d *draft) Commit(ctx context.Context, label string, mode store.LabelMode) 
 	if err != nil {
 		return c.h, err
 	}
-	if err := d.s.commit(ctx, c, "", store.LabelNone); err != nil {
+	if err := d.s.upload(ctx, c); err != nil {
 		return c.h, err
 	}
 	if d.s.cache != nil && d.f.Sync() == nil && d.s.cache.adopt(c.h, d.f.Name(), d.size) {

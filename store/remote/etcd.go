@@ -126,8 +126,8 @@ func (e *etcdLabels) read(ctx context.Context, name string) ([]byte, string, tim
 			mod = time.Unix(0, ns)
 		}
 	}
-	if len(kvs[0].Value) > maxLabelFile {
-		return nil, "", mod, fmt.Errorf("%w: label is %d bytes, over the %d limit", store.ErrCorrupt, len(kvs[0].Value), maxLabelFile)
+	if len(kvs[0].Value) > store.MaxLabelFile {
+		return nil, "", mod, fmt.Errorf("%w: label is %d bytes, over the %d limit", store.ErrCorrupt, len(kvs[0].Value), store.MaxLabelFile)
 	}
 	return kvs[0].Value, strconv.FormatInt(kvs[0].ModRevision, 10), mod, nil
 }
@@ -235,13 +235,6 @@ func (e *etcdLabels) mark(ctx context.Context, ns string) error {
 	cctx, cancel := bounded(ctx)
 	defer cancel()
 	_, err := e.c.Put(cctx, e.key(ns+"/"), "")
-	return etcdErr(ctx, err)
-}
-
-func (e *etcdLabels) unmark(ctx context.Context, ns string) error {
-	cctx, cancel := bounded(ctx)
-	defer cancel()
-	_, err := e.c.Delete(cctx, e.key(ns+"/"))
 	return etcdErr(ctx, err)
 }
 

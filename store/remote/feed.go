@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,7 +53,8 @@ func (f *feed) note(names []string) {
 			f.overflow = true
 			break
 		}
-		if n = trimMarker(n); n != "" {
+		// A namespace's marker names the namespace.
+		if n = strings.TrimRight(n, "/"); n != "" {
 			f.pending[n] = struct{}{}
 		}
 	}
@@ -61,14 +63,6 @@ func (f *feed) note(names []string) {
 	case f.ready <- struct{}{}:
 	default:
 	}
-}
-
-// trimMarker names a namespace by its marker's name.
-func trimMarker(name string) string {
-	for len(name) > 0 && name[len(name)-1] == '/' {
-		name = name[:len(name)-1]
-	}
-	return name
 }
 
 func (f *feed) Ready() <-chan struct{} { return f.ready }

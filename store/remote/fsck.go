@@ -1,10 +1,12 @@
 package remote
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -73,8 +75,9 @@ func (s *Store) Verify(ctx context.Context, progress store.Progress) (*store.Fsc
 	if firstErr != nil {
 		return rep, firstErr
 	}
+	slices.SortFunc(hashes, func(a, b store.Hash) int { return bytes.Compare(a[:], b[:]) })
 	for _, name := range names {
-		ps, err := s.checkLabel(ctx, name)
+		ps, err := s.checkLabel(ctx, name, hashes)
 		if err != nil {
 			return rep, err
 		}
@@ -107,7 +110,9 @@ func (s *Store) checkBlob(ctx context.Context, h store.Hash) (*store.Problem, er
 	return nil, err
 }
 
-func (s *Store) checkLabel(ctx context.Context, name string) ([]store.Problem, error) {
+// checkLabel checks a label's lines, and that its refs are among blobs
+// (sorted), the blobs listed.
+func (s *Store) checkLabel(ctx context.Context, name string, blobs []store.Hash) ([]store.Problem, error) {
 	cur, err := s.readLabel(ctx, name)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil // removed since listed
@@ -126,6 +131,10 @@ func (s *Store) checkLabel(ctx context.Context, name string) ([]store.Problem, e
 		out = append(out, store.Problem{Kind: "bad-label", Name: name, Detail: fmt.Sprintf("%d lines that are not hashes", cur.bad)})
 	}
 	for _, h := range cur.refs {
+		if _, listed := slices.BinarySearchFunc(blobs, h, func(a, b store.Hash) int { return bytes.Compare(a[:], b[:]) }); listed {
+			continue
+		}
+		// Not listed: missing, or stored since the listing.
 		ok, err := s.Exists(ctx, h)
 		if err != nil {
 			return nil, err

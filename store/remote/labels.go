@@ -45,9 +45,8 @@ type labelStore interface {
 	// clear removes the marker of namespace dir (ending in "/") if no
 	// label or namespace is in it; else ErrNotEmpty.
 	clear(ctx context.Context, dir string) error
-	// mark and unmark make and remove the marker of an empty namespace.
+	// mark makes the marker of an empty namespace.
 	mark(ctx context.Context, ns string) error
-	unmark(ctx context.Context, ns string) error
 }
 
 // s3Labels keeps labels as objects labels/<name> beside the blobs.
@@ -67,7 +66,10 @@ func (l *s3Labels) read(ctx context.Context, name string) ([]byte, string, time.
 		return nil, "", time.Time{}, err
 	}
 	defer body.Close()
-	data, err := readLimited(body, info.size)
+	if info.size > store.MaxLabelFile {
+		return nil, "", time.Time{}, fmt.Errorf("%w: label file is %d bytes, over the %d limit", store.ErrCorrupt, info.size, store.MaxLabelFile)
+	}
+	data, err := store.ReadLabelFile(body)
 	if err != nil {
 		if !errors.Is(err, store.ErrCorrupt) {
 			err = readErr(ctx, err)
@@ -153,43 +155,6 @@ func (l *s3Labels) mark(ctx context.Context, ns string) error {
 	return err
 }
 
-func (l *s3Labels) unmark(ctx context.Context, ns string) error {
-	return l.b.del(ctx, store.LabelsDir+"/"+ns+"/", "")
-}
-
-// maxLabelFile bounds what is read of a label, as the local store does: a
-// label of a million refs is 41 MB.
-const maxLabelFile = 64 << 20
-
-func readLimited(r interface{ Read([]byte) (int, error) }, size int64) ([]byte, error) {
-	if size > maxLabelFile {
-		return nil, fmt.Errorf("%w: label file is %d bytes, over the %d limit", store.ErrCorrupt, size, maxLabelFile)
-	}
-	var buf bytes.Buffer
-	if size > 0 {
-		buf.Grow(int(size))
-	}
-	_, err := buf.ReadFrom(&limitReader{r, maxLabelFile + 1})
-	return buf.Bytes(), err
-}
-
-type limitReader struct {
-	r interface{ Read([]byte) (int, error) }
-	n int64
-}
-
-func (l *limitReader) Read(p []byte) (int, error) {
-	if l.n <= 0 {
-		return 0, fmt.Errorf("%w: label file over the %d limit", store.ErrCorrupt, maxLabelFile)
-	}
-	if int64(len(p)) > l.n {
-		p = p[:l.n]
-	}
-	n, err := l.r.Read(p)
-	l.n -= int64(n)
-	return n, err
-}
-
 func labelErr(name string, err error) error { return &store.Error{Op: "label", Name: name, Err: err} }
 
 // current is a label as read for a change.
@@ -250,11 +215,11 @@ func (s *Store) change(ctx context.Context, name string, decide func(cur current
 			}
 			_, err = s.labels.write(ctx, name, store.FormatLabelFile(next), cur.version)
 		}
+		if err == nil {
+			return nil
+		}
 		if err := r.again(ctx, err); err != nil {
 			return labelErr(name, err)
-		}
-		if r.done {
-			return nil
 		}
 	}
 }
@@ -268,16 +233,12 @@ type retrier struct {
 	attempts int
 	backoff  time.Duration
 	maybe    bool // an attempt may have made the change
-	done     bool // the last attempt made it
 }
 
-// again takes an attempt's error: nil ends the change (done), a conflict
-// waits for the next attempt (nil, not done), anything else is returned.
+// again takes a failed attempt's error: after a conflict it waits for the
+// next attempt and returns nil; anything else it returns.
 func (r *retrier) again(ctx context.Context, err error) error {
 	switch {
-	case err == nil:
-		r.done = true
-		return nil
 	case errors.Is(err, errMaybe):
 		r.maybe = true
 	case !errors.Is(err, errConflict):
@@ -346,8 +307,9 @@ func (s *Store) isNamespace(ctx context.Context, name string) (bool, error) {
 }
 
 // checkNewLabel keeps the local store's shape: a label is not created
-// under another label ("a/b" when "a" is one), nor where labels live
-// below it. A bucket would allow both; a store directory cannot.
+// under another label ("a/b" when "a" is one). A bucket would allow it; a
+// store directory cannot. (Whether a namespace is at name itself, its
+// callers have looked already.)
 func (s *Store) checkNewLabel(ctx context.Context, name string) error {
 	for i := strings.IndexByte(name, '/'); i >= 0; i = next(name, i) {
 		_, _, _, err := s.labels.read(ctx, name[:i])
@@ -357,13 +319,6 @@ func (s *Store) checkNewLabel(ctx context.Context, name string) error {
 		if !errors.Is(err, store.ErrNotFound) {
 			return labelErr(name, err)
 		}
-	}
-	ns, err := s.isNamespace(ctx, name)
-	if err != nil {
-		return labelErr(name, err)
-	}
-	if ns {
-		return labelErr(name, store.ErrIsNamespace)
 	}
 	return nil
 }
@@ -457,10 +412,12 @@ func (s *Store) SetLabel(ctx context.Context, name string, refs []store.Hash) er
 	if len(refs) == 0 {
 		return labelErr(name, fmt.Errorf("%w: a label holds at least one ref", store.ErrInvalidLabel))
 	}
-	for i, h := range refs {
-		if slices.Contains(refs[:i], h) {
+	checked := make(map[store.Hash]bool, len(refs))
+	for _, h := range refs {
+		if checked[h] {
 			continue
 		}
+		checked[h] = true
 		if err := s.mustExist(ctx, h); err != nil {
 			return err
 		}

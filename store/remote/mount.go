@@ -51,14 +51,6 @@ func (s *Store) Open(ctx context.Context, h store.Hash) (*os.File, store.BlobInf
 	return f, infoOf(fi), nil
 }
 
-// serviceErrorWrap marks an error met reading a response as the
-// service's.
-type serviceErrorWrap struct{ err error }
-
-func (e *serviceErrorWrap) Error() string        { return e.err.Error() }
-func (e *serviceErrorWrap) Unwrap() error        { return e.err }
-func (e *serviceErrorWrap) Is(target error) bool { return target == store.ErrUnavailable }
-
 func infoOf(fi os.FileInfo) store.BlobInfo {
 	bi := store.BlobInfo{Size: fi.Size(), ModTime: fi.ModTime()}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
@@ -67,9 +59,29 @@ func infoOf(fi os.FileInfo) store.BlobInfo {
 	return bi
 }
 
-// VisitChain walks an actor's chain from head, as store.VisitChain does.
+// VisitChain walks an actor's chain from head, as store.VisitChain does,
+// reading the events through the cache when there is one: a chain's
+// events never change, and a mount walks them again as its head moves.
 func (s *Store) VisitChain(ctx context.Context, head store.Hash, visit func(store.ChainLink) bool) error {
+	if s.cache != nil {
+		return store.VisitChain(ctx, cachedBlobs{s}, head, visit)
+	}
 	return store.VisitChain(ctx, s, head, visit)
+}
+
+// cachedBlobs is the store with its blobs opened from the cache. (The
+// alias gives the embedded field a name other than Store, which would
+// hide the Store method.)
+type cachedBlobs struct{ *storeAlias }
+
+type storeAlias = Store
+
+func (c cachedBlobs) OpenBlob(ctx context.Context, h store.Hash) (store.Blob, store.BlobInfo, error) {
+	f, bi, err := c.Open(ctx, h)
+	if err != nil {
+		return nil, bi, err
+	}
+	return f, bi, nil
 }
 
 // Dir is the local directory the store writes to: the cache, or the

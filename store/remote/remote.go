@@ -127,9 +127,6 @@ func Open(ctx context.Context, loc Location, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Location returns where the store is.
-func (s *Store) Location() Location { return s.loc }
-
 // Close ends the use of the store. Later calls return ErrClosed.
 func (s *Store) Close() error {
 	if s.closed.Swap(true) {

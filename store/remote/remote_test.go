@@ -64,8 +64,8 @@ func TestConformanceTombstones(t *testing.T) {
 // a copy and the next write of the label all take it for no label.
 func TestTombstones(t *testing.T) {
 	srv := s3test.Start(t)
-	s, bucket := openIn(t, srv)
-	tombs, err := remote.Tombstones(s, ctx)
+	probed, _ := openIn(t, srv)
+	tombs, err := remote.Tombstones(probed, ctx)
 	switch {
 	case err != nil:
 		t.Fatal(err)
@@ -74,7 +74,7 @@ func TestTombstones(t *testing.T) {
 	case srv.Root == "":
 		t.Logf("the service at %s: tombstones %v", srv.Endpoint, tombs)
 	}
-	s, bucket = openIn(t, srv)
+	s, bucket := openIn(t, srv)
 	remote.ForceTombstones(s)
 	h := mustStore(t, s, "a")
 	for _, name := range []string{"gone", "ns/gone"} {
