@@ -184,7 +184,10 @@ type chainDir struct {
 }
 
 // chain returns the events root first, walking again only when the head
-// has moved. A broken link ends the chain there, logged.
+// has moved, and then only from the new head back to the old one: events
+// never change, so what lies behind the old head is the chain already
+// held. (A head moved to another branch is walked whole.) A broken link
+// ends the chain there, logged.
 func (d *chainDir) chain(ctx context.Context) ([]store.Hash, syscall.Errno) {
 	head, err := d.fs.st.StatLabel(ctx, store.ChainHeadLabel(d.id))
 	if err != nil {
@@ -200,7 +203,12 @@ func (d *chainDir) chain(ctx context.Context) ([]store.Hash, syscall.Errno) {
 		return d.events, 0
 	}
 	var events []store.Hash // newest first, then turned around
+	reached := false        // the old head, with the chain behind it held
 	broken := d.fs.st.VisitChain(ctx, h, func(l store.ChainLink) bool {
+		if d.events != nil && l.Hash == d.head {
+			reached = true
+			return false
+		}
 		events = append(events, l.Hash)
 		return true
 	})
@@ -208,6 +216,10 @@ func (d *chainDir) chain(ctx context.Context) ([]store.Hash, syscall.Errno) {
 		d.fs.log.Warn("actor chain is broken; listing ends there", "actor", d.id, "reason", broken)
 	}
 	slices.Reverse(events)
+	if reached {
+		// A new slice: readers may hold the old one.
+		events = append(slices.Clip(d.events), events...)
+	}
 	d.head, d.events = h, events
 	return events, 0
 }

@@ -2,6 +2,8 @@ package fs
 
 import (
 	"context"
+	"log/slog"
+	"slices"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -404,4 +406,73 @@ func TestStaleAgain(t *testing.T) {
 	if f.staleAgain(ctx(b)) {
 		t.Fatal("an open long after an ESTALE taken for its retry")
 	}
+}
+
+// countingStore counts the events VisitChain reads.
+type countingStore struct {
+	*store.Store
+	visited int
+}
+
+func (c *countingStore) VisitChain(ctx context.Context, head store.Hash, visit func(store.ChainLink) bool) error {
+	return c.Store.VisitChain(ctx, head, func(l store.ChainLink) bool {
+		c.visited++
+		return visit(l)
+	})
+}
+
+// TestChainWalksOnlyWhatIsNew: when the head moves on, chain/ reads only
+// the new events; when it moves to another branch, the whole chain.
+func TestChainWalksOnlyWhatIsNew(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	event := func(parent *store.Hash, n int) store.Hash {
+		p := "null"
+		if parent != nil {
+			p = fmt.Sprintf("%d", parent[:])
+			p = "[" + strings.Join(strings.Fields(strings.Trim(p, "[]")), ",") + "]"
+		}
+		h, err := st.Store(ctx, fmt.Appendf(nil, `{"parent_hash":%s,"event_type":"tick","data":[],"timestamp":%d,"description":"e%d"}`, p, n, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	var chain []store.Hash
+	var parent *store.Hash
+	for i := range 5 {
+		h := event(parent, i)
+		chain = append(chain, h)
+		parent = &chain[len(chain)-1]
+	}
+	head := store.ChainHeadLabel(actorA)
+	cs := &countingStore{Store: st}
+	d := &chainDir{fixedDir: fixedDir{fs: &fsys{st: cs, log: slog.Default()}}, id: actorA}
+	check := func(want []store.Hash, visits int) {
+		t.Helper()
+		cs.visited = 0
+		got, en := d.chain(ctx)
+		if en != 0 || !slices.Equal(got, want) {
+			t.Fatalf("chain = %v, %v; want %v", got, en, want)
+		}
+		if cs.visited != visits {
+			t.Fatalf("chain read %d events, want %d", cs.visited, visits)
+		}
+	}
+	st.ReplaceAtLabel(ctx, head, chain[4])
+	check(chain, 5)
+	check(chain, 0) // head unchanged: nothing read
+	h5 := event(&chain[4], 5)
+	h6 := event(&h5, 6)
+	st.ReplaceAtLabel(ctx, head, h6)
+	check(append(slices.Clone(chain), h5, h6), 3) // the two new, then the old head
+	// Another branch, from event 2: walked whole.
+	fork := event(&chain[2], 7)
+	st.ReplaceAtLabel(ctx, head, fork)
+	check(append(slices.Clone(chain[:3]), fork), 4)
 }
