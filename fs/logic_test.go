@@ -2,13 +2,13 @@ package fs
 
 import (
 	"context"
-	"log/slog"
-	"slices"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"maps"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
