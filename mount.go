@@ -121,14 +121,14 @@ func cmdMount(c *cli.Context) error {
 		}
 	}
 	if !c.Bool("foreground") && os.Getenv(envReady) == "" {
-		return spawnServer(c, mnt, dir)
+		return spawnServer(c, mnt, dir, bucket)
 	}
-	return serve(c, mnt, dir)
+	return serve(c, mnt, dir, bucket)
 }
 
 // spawnServer starts this program again in the foreground, detached, and
 // waits until it says the mount answers, or why it failed.
-func spawnServer(c *cli.Context, mnt, dir string) error {
+func spawnServer(c *cli.Context, mnt, dir string, bucket *remote.Options) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -148,11 +148,7 @@ func spawnServer(c *cli.Context, mnt, dir string) error {
 	if addr := c.String("metrics"); addr != "" {
 		args = append(args, "--metrics", addr)
 	}
-	if remote.IsURL(dir) {
-		bucket, err := mountBucket(c, mnt)
-		if err != nil {
-			return err
-		}
+	if bucket != nil {
 		args = append(args, "--cache", bucket.CacheDir, "--cache-size", c.String("cache-size"), "--poll", c.Duration("poll").String())
 	}
 	if lf := c.String("log-file"); lf != "" {
@@ -220,8 +216,9 @@ func globalFlags(c *cli.Context) []string {
 // (GOMEMLIMIT overrides it).
 const serverMemoryLimit = 150 << 20
 
-// serve mounts and serves until unmounted or signalled.
-func serve(c *cli.Context, mnt, dir string) (err error) {
+// serve mounts and serves until unmounted or signalled: the store
+// directory dir, or the bucket dir names with the options bucket.
+func serve(c *cli.Context, mnt, dir string, bucket *remote.Options) (err error) {
 	if logLevel.Level() > slog.LevelWarn {
 		logLevel.Set(slog.LevelWarn)
 	}
@@ -252,7 +249,7 @@ func serve(c *cli.Context, mnt, dir string) (err error) {
 			ready.Close()
 		}()
 	}
-	st, err := openMountStore(c, mnt, dir)
+	st, err := openMountStore(c, dir, bucket)
 	if err != nil {
 		return err
 	}
@@ -332,11 +329,7 @@ var (
 	_ mountStore = (*remote.Store)(nil)
 )
 
-func openMountStore(c *cli.Context, mnt, dir string) (mountStore, error) {
-	bucket, err := mountBucket(c, mnt)
-	if err != nil {
-		return nil, err
-	}
+func openMountStore(c *cli.Context, dir string, bucket *remote.Options) (mountStore, error) {
 	if bucket == nil {
 		return store.Open(dir, store.Options{ReadOnly: c.Bool("read-only"), Logger: slog.Default()})
 	}
@@ -344,7 +337,9 @@ func openMountStore(c *cli.Context, mnt, dir string) (mountStore, error) {
 	if err != nil {
 		return nil, usageError{err.Error()}
 	}
-	return remote.Open(c.Context, loc, *bucket)
+	opts := *bucket
+	opts.Logger = slog.Default() // as set up for serving
+	return remote.Open(c.Context, loc, opts)
 }
 
 // mountBucket returns the options of a bucket's store when --store names
@@ -396,7 +391,7 @@ func mountBucket(c *cli.Context, mnt string) (*remote.Options, error) {
 		}
 	}
 	return &remote.Options{
-		Logger: slog.Default(), ReadOnly: c.Bool("read-only"), Labels: labels,
+		ReadOnly: c.Bool("read-only"), Labels: labels,
 		CacheDir: cache, CacheSize: size, PollInterval: c.Duration("poll"),
 	}, nil
 }

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -181,7 +180,7 @@ func (s *Store) ListAllContent(ctx context.Context) ([]Hash, error) {
 		out = append(out, h)
 		return nil
 	})
-	slices.SortFunc(out, func(a, b Hash) int { return bytes.Compare(a[:], b[:]) })
+	slices.SortFunc(out, CompareHashes)
 	return out, err
 }
 

@@ -1,13 +1,11 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
-	"sync/atomic"
 )
 
 // CopyOptions tune Copy.
@@ -53,10 +51,10 @@ func Copy(ctx context.Context, src, dst Backend, opts CopyOptions) (*CopyReport,
 		return rep, err
 	}
 	rep.Blobs = len(all)
-	slices.SortFunc(have, compareHash)
+	slices.SortFunc(have, CompareHashes)
 	var todo []Hash
 	for _, h := range all {
-		if _, found := slices.BinarySearchFunc(have, h, compareHash); !found {
+		if _, found := slices.BinarySearchFunc(have, h, CompareHashes); !found {
 			todo = append(todo, h)
 		}
 	}
@@ -68,7 +66,7 @@ func Copy(ctx context.Context, src, dst Backend, opts CopyOptions) (*CopyReport,
 		return rep, err
 	}
 	rep.Labels = len(names)
-	slices.SortFunc(all, compareHash)
+	slices.SortFunc(all, CompareHashes)
 	for _, name := range names {
 		changed, dropped, err := copyLabel(ctx, src, dst, name, all)
 		if err != nil {
@@ -84,56 +82,26 @@ func Copy(ctx context.Context, src, dst Backend, opts CopyOptions) (*CopyReport,
 	return rep, nil
 }
 
-func compareHash(a, b Hash) int { return bytes.Compare(a[:], b[:]) }
-
 func copyBlobs(ctx context.Context, src, dst Backend, todo []Hash, opts CopyOptions, rep *CopyReport) error {
 	jobs := opts.Jobs
 	if jobs <= 0 {
 		jobs = 8
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	work := make(chan Hash)
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-		done     atomic.Int64
-	)
-	for range min(jobs, max(len(todo), 1)) {
-		wg.Go(func() {
-			for h := range work {
-				n, copied, err := copyBlob(ctx, src, dst, h)
-				mu.Lock()
-				if err != nil && firstErr == nil {
-					firstErr = err
-					cancel()
-				}
-				if copied {
-					rep.Copied++
-					rep.Bytes += n
-				}
-				if opts.Progress != nil { // one call at a time
-					opts.Progress(int(done.Add(1)), len(todo))
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	for _, h := range todo {
-		select {
-		case work <- h:
-			continue
-		case <-ctx.Done():
+	var mu sync.Mutex // rep, and one progress call at a time
+	done := 0
+	return EachHash(ctx, todo, jobs, func(ctx context.Context, h Hash) error {
+		n, copied, err := copyBlob(ctx, src, dst, h)
+		mu.Lock()
+		defer mu.Unlock()
+		if copied {
+			rep.Copied++
+			rep.Bytes += n
 		}
-		break
-	}
-	close(work)
-	wg.Wait()
-	if firstErr == nil {
-		firstErr = ctx.Err()
-	}
-	return firstErr
+		if done++; opts.Progress != nil {
+			opts.Progress(done, len(todo))
+		}
+		return err
+	})
 }
 
 // copyBlob copies one blob, streamed: the source verifies it as it is
@@ -186,7 +154,7 @@ func copyLabel(ctx context.Context, src, dst Backend, name string, srcBlobs []Ha
 		if slices.Contains(want, h) {
 			continue
 		}
-		if _, ok := slices.BinarySearchFunc(srcBlobs, h, compareHash); !ok {
+		if _, ok := slices.BinarySearchFunc(srcBlobs, h, CompareHashes); !ok {
 			return true, true, nil
 		}
 	}

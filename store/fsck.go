@@ -168,7 +168,7 @@ func (s *Store) checkLabel(ctx context.Context, name string) []Problem {
 	}
 	var out []Problem
 	if r.bad > 0 {
-		out = append(out, Problem{Kind: "bad-label", Name: name, Detail: notHashes(r.bad)})
+		out = append(out, Problem{Kind: "bad-label", Name: name, Detail: NotHashes(r.bad)})
 	}
 	if len(r.refs) == 0 && r.bad == 0 {
 		out = append(out, Problem{Kind: "bad-label", Name: name, Detail: "label holds no refs"})

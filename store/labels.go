@@ -77,7 +77,7 @@ func ReadLabelFile(r io.Reader) ([]byte, error) {
 func (s *Store) readLabelStrict(name string) ([]Hash, error) {
 	refs, bad, err := s.readLabel(name)
 	if err == nil && bad > 0 {
-		err = labelErr(name, fmt.Errorf("%w: %s; replace the label to repair it", ErrCorrupt, notHashes(bad)))
+		err = labelErr(name, fmt.Errorf("%w: %s; replace the label to repair it", ErrCorrupt, NotHashes(bad)))
 	}
 	return refs, err
 }
@@ -188,11 +188,11 @@ func (s *Store) GetByLabel(ctx context.Context, name string) ([]Hash, error) {
 
 // noRefsIn is the error of a label none of whose bad lines is a hash.
 func noRefsIn(name string, bad int) error {
-	return labelErr(name, fmt.Errorf("%w: it holds no hash, only %s; replace the label to repair it", ErrCorrupt, notHashes(bad)))
+	return labelErr(name, fmt.Errorf("%w: it holds no hash, only %s; replace the label to repair it", ErrCorrupt, NotHashes(bad)))
 }
 
-// notHashes says how many lines of a label are not hashes.
-func notHashes(n int) string {
+// NotHashes says how many lines of a label are not hashes, in words.
+func NotHashes(n int) string {
 	if n == 1 {
 		return "1 line that is not a hash"
 	}

@@ -43,7 +43,7 @@ func (s *Store) PutLabeled(ctx context.Context, r io.Reader, label string, mode 
 	n, err := io.ReadFull(r, *buf)
 	switch err {
 	case io.EOF, io.ErrUnexpectedEOF:
-		h, err := s.putBytes(ctx, (*buf)[:n], label, mode)
+		h, err := s.commitBytes(ctx, (*buf)[:n], label, mode)
 		return h, int64(n), err
 	case nil:
 	default:
@@ -77,6 +77,11 @@ func (s *Store) putBytes(ctx context.Context, b []byte, label string, mode store
 	if err := s.checkPut(label, mode); err != nil {
 		return store.Hash{}, err
 	}
+	return s.commitBytes(ctx, b, label, mode)
+}
+
+// commitBytes is putBytes once the put is known to be allowed.
+func (s *Store) commitBytes(ctx context.Context, b []byte, label string, mode store.LabelMode) (store.Hash, error) {
 	sums := newSums()
 	sums.Write(b)
 	c, err := sums.content(bytes.NewReader(b), int64(len(b)))

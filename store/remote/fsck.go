@@ -1,14 +1,11 @@
 package remote
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"slices"
 	"sync"
-	"sync/atomic"
 
 	"github.com/theater-storefs/theater-storefs/store"
 )
@@ -33,57 +30,32 @@ func (s *Store) Verify(ctx context.Context, progress store.Progress) (*store.Fsc
 	}
 	rep.Blobs, rep.Labels = len(hashes), len(names)
 	total := len(hashes) + len(names)
-	var (
-		mu       sync.Mutex
-		done     atomic.Int64
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	work := make(chan store.Hash)
-	for range fsckJobs {
-		wg.Go(func() {
-			for h := range work {
-				p, err := s.checkBlob(ctx, h)
-				mu.Lock()
-				if p != nil {
-					rep.Problems = append(rep.Problems, *p)
-				}
-				if err != nil && firstErr == nil {
-					firstErr = err
-				}
-				if progress != nil { // one call at a time
-					progress(int(done.Add(1)), total)
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	for _, h := range hashes {
-		work <- h
+	var mu sync.Mutex // rep, and one progress call at a time
+	done := 0
+	err = store.EachHash(ctx, hashes, fsckJobs, func(ctx context.Context, h store.Hash) error {
+		p, err := s.checkBlob(ctx, h)
 		mu.Lock()
-		stop := firstErr != nil
-		mu.Unlock()
-		if stop || ctx.Err() != nil {
-			break
+		defer mu.Unlock()
+		if p != nil {
+			rep.Problems = append(rep.Problems, *p)
 		}
+		if done++; progress != nil {
+			progress(done, total)
+		}
+		return err
+	})
+	if err != nil {
+		return rep, err
 	}
-	close(work)
-	wg.Wait()
-	if firstErr == nil {
-		firstErr = ctx.Err()
-	}
-	if firstErr != nil {
-		return rep, firstErr
-	}
-	slices.SortFunc(hashes, func(a, b store.Hash) int { return bytes.Compare(a[:], b[:]) })
+	slices.SortFunc(hashes, store.CompareHashes)
 	for _, name := range names {
 		ps, err := s.checkLabel(ctx, name, hashes)
 		if err != nil {
 			return rep, err
 		}
 		rep.Problems = append(rep.Problems, ps...)
-		if progress != nil {
-			progress(int(done.Add(1)), total)
+		if done++; progress != nil {
+			progress(done, total)
 		}
 	}
 	return rep, nil
@@ -124,14 +96,11 @@ func (s *Store) checkLabel(ctx context.Context, name string, blobs []store.Hash)
 		return nil, err
 	}
 	var out []store.Problem
-	switch {
-	case cur.bad == 1:
-		out = append(out, store.Problem{Kind: "bad-label", Name: name, Detail: "1 line that is not a hash"})
-	case cur.bad > 1:
-		out = append(out, store.Problem{Kind: "bad-label", Name: name, Detail: fmt.Sprintf("%d lines that are not hashes", cur.bad)})
+	if cur.bad > 0 {
+		out = append(out, store.Problem{Kind: "bad-label", Name: name, Detail: store.NotHashes(cur.bad)})
 	}
 	for _, h := range cur.refs {
-		if _, listed := slices.BinarySearchFunc(blobs, h, func(a, b store.Hash) int { return bytes.Compare(a[:], b[:]) }); listed {
+		if _, listed := slices.BinarySearchFunc(blobs, h, store.CompareHashes); listed {
 			continue
 		}
 		// Not listed: missing, or stored since the listing.

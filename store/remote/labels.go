@@ -336,7 +336,7 @@ func next(s string, i int) int {
 // nothing in it is silently dropped; replacing it is the repair.
 func strict(name string, cur current) error {
 	if cur.bad > 0 {
-		return labelErr(name, fmt.Errorf("%w: %d lines that are not hashes; replace the label to repair it", store.ErrCorrupt, cur.bad))
+		return labelErr(name, fmt.Errorf("%w: %s; replace the label to repair it", store.ErrCorrupt, store.NotHashes(cur.bad)))
 	}
 	return nil
 }
@@ -354,7 +354,7 @@ func (s *Store) GetByLabel(ctx context.Context, name string) ([]store.Hash, erro
 		return nil, err
 	}
 	if len(cur.refs) == 0 && cur.bad > 0 {
-		return nil, labelErr(name, fmt.Errorf("%w: it holds no hash, only lines that are not hashes; replace the label to repair it", store.ErrCorrupt))
+		return nil, labelErr(name, fmt.Errorf("%w: it holds no hash, only %s; replace the label to repair it", store.ErrCorrupt, store.NotHashes(cur.bad)))
 	}
 	return cur.refs, nil
 }

@@ -1,7 +1,6 @@
 package storetest
 
 import (
-	"bytes"
 	"fmt"
 	"slices"
 	"sync"
@@ -69,10 +68,9 @@ func AppendRacing(t *testing.T, label string, each int, nodes ...store.Backend) 
 func WantAll(t *testing.T, b store.Backend, label string, want []store.Hash) {
 	t.Helper()
 	got := refs(t, b, label)
-	byBytes := func(x, y store.Hash) int { return bytes.Compare(x[:], y[:]) }
 	got, want = slices.Clone(got), slices.Clone(want)
-	slices.SortFunc(got, byBytes)
-	slices.SortFunc(want, byBytes)
+	slices.SortFunc(got, store.CompareHashes)
+	slices.SortFunc(want, store.CompareHashes)
 	if !slices.Equal(got, want) {
 		t.Fatalf("after %d racing appends label %q holds %d refs", len(want), label, len(got))
 	}
