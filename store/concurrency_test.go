@@ -354,6 +354,8 @@ func TestCloseDuringOperations(t *testing.T) {
 		}
 		h := mustStore(t, s, "x")
 		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var stored []store.Hash // new content whose Store succeeded
 		for g := range 64 {
 			wg.Add(1)
 			go func() {
@@ -361,8 +363,16 @@ func TestCloseDuringOperations(t *testing.T) {
 				for i := 0; ; i++ {
 					var err error
 					switch {
-					case g%4 == 0: // writers: the commit path (mostly dedup)
+					case g%8 == 0: // writers: the commit path (dedup)
 						_, err = s.Store(bg, []byte(fmt.Sprint(i%3)))
+					case g%8 == 4: // writers of new content, in the syncer's groups
+						var sum store.Hash
+						sum, err = s.Store(bg, []byte(fmt.Sprint(iter, g, i)))
+						if err == nil {
+							mu.Lock()
+							stored = append(stored, sum)
+							mu.Unlock()
+						}
 					case g%16 == 1:
 						err = s.Label(bg, fmt.Sprint("l", g), h)
 					case g%16 == 2:
@@ -380,7 +390,7 @@ func TestCloseDuringOperations(t *testing.T) {
 				}
 			}()
 		}
-		time.Sleep(time.Duration(iter%4) * 100 * time.Microsecond)
+		time.Sleep(time.Duration(iter%8) * 250 * time.Microsecond)
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -393,6 +403,13 @@ func TestCloseDuringOperations(t *testing.T) {
 		}
 		if t.Failed() {
 			return
+		}
+		// What Close let finish is there. (What it cut short may leave a
+		// spool in tmp/ until the next Open, as a crash would.)
+		for _, sum := range stored {
+			if _, err := os.Stat(filepath.Join(dir, store.DataDir, sum.String())); err != nil {
+				t.Fatalf("iteration %d: a store that succeeded before Close is gone: %v", iter, err)
+			}
 		}
 	}
 }

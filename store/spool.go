@@ -94,8 +94,11 @@ func (s *Store) removeTemp(name string) {
 // inTmp runs fn with the descriptor of tmp/, held so that a concurrent
 // Close cannot close it (and the number be reused) under fn; after Close
 // it fails.
-func (s *Store) inTmp(fn func(dir int) error) error {
-	rc, err := s.tmpDir.SyscallConn()
+func (s *Store) inTmp(fn func(dir int) error) error { return inDir(s.tmpDir, fn) }
+
+// inDir runs fn with d's descriptor, held as inTmp says.
+func inDir(d *os.File, fn func(dir int) error) error {
+	rc, err := d.SyscallConn()
 	if err != nil {
 		return err
 	}
@@ -278,43 +281,34 @@ func (sp *Spool) Commit(ctx context.Context, label string, mode LabelMode) (Hash
 	if err := sp.s.verifyExisting(ctx, sum); err != nil {
 		return sum, err
 	}
-	// The content is made durable before the owner takes the commit: a
-	// large spool here, in parallel with other writers; small ones by the
-	// syncer, many with one flush (see syncer.go). With NoGroupCommit the
-	// owner fsyncs each in turn.
-	back := false
-	if !sp.s.opts.NoGroupCommit {
-		var err error
-		if sp.size >= selfSyncSize {
-			err = sp.f.Sync()
-		} else {
-			back = mode == LabelNone // a labelled commit the owner syncs itself
-			err = sp.s.groupSync(sp.f, sp.seq, back)
-		}
-		if errors.Is(err, ErrClosed) {
-			return sum, ErrClosed
-		}
-		if err != nil {
-			return sum, &Error{Op: "store", Name: sum.String(), Err: err}
-		}
-	}
 	c := &commit{
 		tmp: sp.name, f: sp.f, sum: sum, size: sp.size,
-		label: label, mode: mode, seq: sp.seq, back: back,
+		label: label, mode: mode, seq: sp.seq,
 		reply: make(chan commitResult, 1),
 	}
-	if err := sp.s.send(ctx, request{ctx: ctx, commit: c}); err != nil {
+	switch err := sp.sync(ctx, c); {
+	case err == nil:
+	case errors.Is(err, ErrClosed), errors.Is(err, ctx.Err()):
 		return sum, err
+	default:
+		return sum, &Error{Op: "store", Name: sum.String(), Err: err}
+	}
+	if !c.back {
+		if err := sp.s.send(ctx, request{ctx: ctx, commit: c}); err != nil {
+			return sum, err
+		}
 	}
 	// Wait for the owner even if ctx ends: the rename may be under way,
 	// and the spool file must stay locked until it is done. If the owner
-	// has exited (Close) without taking the commit, it never will.
+	// has exited (Close) without taking the commit, it never will; the
+	// syncer answers what it holds before it exits.
 	var r commitResult
 	select {
 	case r = <-c.reply:
 	case <-sp.s.done:
-		// The owner may have left the commit to the syncer, which
-		// answers all it was handed before it exits.
+		// The commit may be with the syncer (the owner left it there,
+		// or it never reached the owner), which answers all it holds
+		// before it exits.
 		<-sp.s.synced
 		select {
 		case r = <-c.reply:
@@ -329,6 +323,25 @@ func (sp *Spool) Commit(ctx context.Context, label string, mode LabelMode) (Hash
 		sp.f.Close()
 	}
 	return sum, r.err
+}
+
+// sync makes the spool's content durable before the owner takes c: a large
+// spool here, in parallel with other writers; small ones by the syncer,
+// many with one flush (see syncer.go), which passes a label-less commit on
+// to the owner itself (c.back). With NoGroupCommit the owner fsyncs each
+// in turn.
+func (sp *Spool) sync(ctx context.Context, c *commit) error {
+	switch {
+	case sp.s.opts.NoGroupCommit:
+		return nil
+	case sp.size >= selfSyncSize:
+		return sp.f.Sync()
+	case c.mode == LabelNone:
+		c.back = true
+		return sp.s.groupCommit(ctx, c)
+	default:
+		return sp.s.groupSync(sp.f, sp.seq) // a labelled commit the owner syncs itself
+	}
 }
 
 // Discard removes the spool file unless Commit has consumed it.

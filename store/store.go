@@ -74,6 +74,7 @@ type Store struct {
 	retried chan struct{} // closed when retryLeftovers has ended
 	syncq   chan syncReq  // spools waiting for the syncer
 	back    handBack      // what the owner hands the syncer back
+	ready   handBack      // commits whose spools the syncer made durable, for the owner
 	synced  chan struct{} // closed when the syncer has exited
 	spools  atomic.Uint64 // spools made so far: each one's sequence number
 
@@ -173,6 +174,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	s.retried = make(chan struct{})
 	s.syncq = make(chan syncReq, 64)
 	s.back.wake = make(chan struct{}, 1)
+	s.ready.wake = make(chan struct{}, 1)
 	s.synced = make(chan struct{})
 	go s.own()
 	if opts.ReadOnly || opts.NoGroupCommit {
@@ -372,21 +374,25 @@ func (s *Store) own() {
 	defer close(s.done)
 	var batch []*commit
 	for {
-		var req request
+		batch = batch[:0]
 		select {
-		case req = <-s.reqs:
+		case req := <-s.reqs:
+			if req.commit == nil {
+				s.serve(req)
+				continue
+			}
+			batch = append(batch, req.commit)
+		case <-s.ready.wake:
 		case <-s.quit:
 			s.drain()
 			return
 		}
-		if req.commit == nil {
-			s.serve(req)
-			continue
-		}
-		// Group commit: take every commit already waiting, and make them
-		// durable together. A non-commit request met on the way is served
-		// after the batch, in order.
-		batch = append(batch[:0], req.commit)
+		// Group commit: take every commit already waiting (sent, or
+		// passed on by the syncer), and make them durable together. A
+		// non-commit request met on the way is served after the batch,
+		// in order.
+		ready, _ := s.ready.take()
+		batch = append(batch, ready...)
 		var next *request
 	gather:
 		for !s.opts.NoGroupCommit && len(batch) < 256 {
@@ -401,7 +407,9 @@ func (s *Store) own() {
 				break gather
 			}
 		}
-		s.commitBatch(batch)
+		if len(batch) > 0 {
+			s.commitBatch(batch)
+		}
 		if next != nil {
 			s.serve(*next)
 		}
@@ -418,6 +426,10 @@ func (s *Store) serve(req request) {
 
 // drain answers the requests still queued at Close, so no caller hangs.
 func (s *Store) drain() {
+	ready, _ := s.ready.take()
+	for _, c := range ready {
+		c.reply <- commitResult{err: ErrClosed}
+	}
 	for {
 		select {
 		case req := <-s.reqs:

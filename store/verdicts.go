@@ -41,6 +41,10 @@ type verdictCache struct {
 	m     map[Hash]verdict
 	out   *os.File // append handle, opened lazily
 	lines int      // records in the log, as far as this process knows
+	// While held, records wait in pending and go to the log in one write
+	// at release: the owner holds the log over a batch of commits.
+	held    bool
+	pending []byte
 }
 
 // verdictsMax is how many verdicts are held in memory (about 80 bytes
@@ -101,6 +105,34 @@ func (vc *verdictCache) record(h Hash, fi os.FileInfo, ok bool) {
 	if vc.readOnly {
 		return
 	}
+	rec := formatVerdict(h, v)
+	if vc.held {
+		vc.pending = append(vc.pending, rec...)
+		return
+	}
+	vc.append(rec)
+}
+
+// hold makes records wait until release, which writes them to the log at
+// once.
+func (vc *verdictCache) hold() {
+	vc.mu.Lock()
+	vc.held = true
+	vc.mu.Unlock()
+}
+
+func (vc *verdictCache) release() {
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	vc.held = false
+	if len(vc.pending) > 0 && !vc.readOnly {
+		vc.append(vc.pending)
+	}
+	vc.pending = vc.pending[:0]
+}
+
+// append writes whole records to the log. Locked.
+func (vc *verdictCache) append(recs []byte) {
 	if vc.out == nil {
 		f, err := os.OpenFile(vc.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
 		if err != nil {
@@ -110,13 +142,13 @@ func (vc *verdictCache) record(h Hash, fi os.FileInfo, ok bool) {
 		}
 		vc.out = f
 	}
-	// One write per record, with O_APPEND, so records from several processes
-	// never interleave.
-	if _, err := vc.out.Write(formatVerdict(h, v)); err != nil {
-		vc.log.Warn("cannot remember verified blob", "hash", h.String(), "err", err)
+	// One write of whole records, with O_APPEND, so records from several
+	// processes never interleave.
+	if _, err := vc.out.Write(recs); err != nil {
+		vc.log.Warn("cannot remember verified blobs", "err", err)
 		return
 	}
-	if vc.lines++; vc.lines > logSlack*verdictsMax {
+	if vc.lines += bytes.Count(recs, []byte{'\n'}); vc.lines > logSlack*verdictsMax {
 		vc.compact()
 	}
 }
