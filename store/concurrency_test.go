@@ -164,7 +164,7 @@ func TestConcurrentWriters(t *testing.T) {
 			if err != nil || len(rep.Problems) != 0 {
 				t.Fatalf("Verify: %v, %v", rep.Problems, err)
 			}
-			if left := tmpSpools(t, dir); len(left) != 0 {
+			if left := tmpSpools(t, s, dir); len(left) != 0 {
 				t.Fatalf("tmp/ keeps %v", left)
 			}
 		})
@@ -259,7 +259,7 @@ func TestCancelledContext(t *testing.T) {
 	if d := diffSnapshots(labelsBefore, treeSnapshot(t, filepath.Join(dir, store.LabelsDir))); len(d) != 0 {
 		t.Fatalf("cancelled operations changed labels/: %v", d)
 	}
-	if left := tmpSpools(t, dir); len(left) != 0 {
+	if left := tmpSpools(t, s, dir); len(left) != 0 {
 		t.Fatalf("tmp/ keeps %v", left)
 	}
 	// The store still works.
@@ -335,7 +335,7 @@ func TestClose(t *testing.T) {
 	// spool file the closed store could not remove is cleared then.
 	s2 := openAt(t, dir, store.Options{})
 	wantRefs(t, s2, "l", h)
-	if left := tmpSpools(t, dir); len(left) != 0 {
+	if left := tmpSpools(t, s, dir); len(left) != 0 {
 		t.Errorf("tmp/ keeps %v", left)
 	}
 }

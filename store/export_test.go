@@ -52,3 +52,7 @@ func FailSyncfs(s *Store, fail *atomic.Bool, failed *atomic.Int64) {
 		return syncfs(f)
 	}
 }
+
+// StopSpoolMaker stops making spool files ahead of need and removes those
+// made and not taken; later spools are made when needed.
+func StopSpoolMaker(s *Store) { s.stopSpoolMaker() }

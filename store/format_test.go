@@ -299,7 +299,7 @@ func TestHostileLabelNames(t *testing.T) {
 			t.Errorf("content %q stored by an operation refused for its label", c)
 		}
 	}
-	if left := tmpSpools(t, dir); len(left) != 0 {
+	if left := tmpSpools(t, s, dir); len(left) != 0 {
 		t.Fatalf("tmp/ keeps %v", left)
 	}
 }

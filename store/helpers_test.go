@@ -143,9 +143,15 @@ func dataNames(t testing.TB, dir string) []string {
 	return dirNames(t, filepath.Join(dir, store.DataDir))
 }
 
-// tmpSpools lists the temp files in tmp/ (the verdict log excepted).
-func tmpSpools(t testing.TB, dir string) []string {
+// tmpSpools lists the temp files in tmp/ (the verdict log excepted). s,
+// the store open on dir if any, first stops making spool files ahead of
+// need and removes those it had ready, so that what is left is what the
+// operations before left.
+func tmpSpools(t testing.TB, s *store.Store, dir string) []string {
 	t.Helper()
+	if s != nil {
+		store.StopSpoolMaker(s)
+	}
 	var out []string
 	for _, n := range dirNames(t, filepath.Join(dir, store.TmpDir)) {
 		if n != "verified" {

@@ -400,7 +400,7 @@ func wantRefusedOverCorrupt(t *testing.T, s *store.Store, dir string, content, b
 	if b, _ := os.ReadFile(blobPath(dir, h)); !bytes.Equal(b, bogus) || inode(t, blobPath(dir, h)) != ino {
 		t.Fatal("the existing blob was touched")
 	}
-	if left := tmpSpools(t, dir); len(left) != 0 {
+	if left := tmpSpools(t, s, dir); len(left) != 0 {
 		t.Fatalf("tmp/ = %v", left)
 	}
 	return h
@@ -695,7 +695,7 @@ func TestCollisionRefused(t *testing.T) {
 	if labelFileExists(dir, "collide") {
 		t.Fatal("a label was created for refused content")
 	}
-	if left := tmpSpools(t, dir); len(left) != 0 {
+	if left := tmpSpools(t, s, dir); len(left) != 0 {
 		t.Fatalf("tmp/ = %v", left)
 	}
 }
@@ -823,14 +823,14 @@ func openWithLockedLeftover(t *testing.T, name string) (string, *store.Store, *o
 func TestLeftoverLockedAtOpenRemovedOnceUnlocked(t *testing.T) {
 	dir, s, dying := openWithLockedLeftover(t, "spool-0123456789abcdef01234567")
 	time.Sleep(100 * time.Millisecond)
-	if got := tmpSpools(t, dir); len(got) != 1 {
+	if got := tmpSpools(t, s, dir); len(got) != 1 {
 		t.Fatalf("tmp/ while the spool is locked = %v, want it kept", got)
 	}
 	dying.Close() // the dead writer's files are released at last
 	deadline := time.Now().Add(5 * time.Second)
-	for len(tmpSpools(t, dir)) > 0 {
+	for len(tmpSpools(t, s, dir)) > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("tmp/ 5 s after the lock went = %v, want the leftover removed", tmpSpools(t, dir))
+			t.Fatalf("tmp/ 5 s after the lock went = %v, want the leftover removed", tmpSpools(t, s, dir))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -856,7 +856,7 @@ func TestCloseWithLeftoverStillLocked(t *testing.T) {
 	}
 	live.Close()
 	time.Sleep(50 * time.Millisecond)
-	if got := tmpSpools(t, dir); len(got) != 1 {
+	if got := tmpSpools(t, s, dir); len(got) != 1 {
 		t.Fatalf("tmp/ after Close = %v, want the file left to its writer", got)
 	}
 }
@@ -870,7 +870,7 @@ func TestLiveSpoolSurvivesOtherOpen(t *testing.T) {
 	}
 	defer sp.Discard()
 	sp.Write([]byte("being written by a live writer"))
-	live := tmpSpools(t, dir)
+	live := tmpSpools(t, a, dir)
 	if len(live) != 1 {
 		t.Fatalf("tmp/ = %v", live)
 	}
@@ -879,7 +879,7 @@ func TestLiveSpoolSurvivesOtherOpen(t *testing.T) {
 	os.WriteFile(dead, []byte("dead"), 0o644)
 
 	b := openAt(t, dir, store.Options{})
-	if got := tmpSpools(t, dir); !slices.Equal(got, live) {
+	if got := tmpSpools(t, b, dir); !slices.Equal(got, live) {
 		t.Fatalf("tmp/ after a second Open = %v, want the live spool %v kept and the dead one gone", got, live)
 	}
 	sp.Write([]byte(", and finished"))

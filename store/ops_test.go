@@ -66,7 +66,7 @@ func TestStoreGetExists(t *testing.T) {
 	if got := len(dataNames(t, dir)); got != len(cases) {
 		t.Fatalf("data/ holds %d files, want %d", got, len(cases))
 	}
-	if left := tmpSpools(t, dir); len(left) != 0 {
+	if left := tmpSpools(t, s, dir); len(left) != 0 {
 		t.Fatalf("tmp/ keeps %v after successful stores", left)
 	}
 }
@@ -91,7 +91,7 @@ func TestStoreDedup(t *testing.T) {
 	if names := dataNames(t, dir); !slices.Equal(names, []string{h.String()}) {
 		t.Fatalf("data/ = %v, want just %s", names, h)
 	}
-	if left := tmpSpools(t, dir); len(left) != 0 {
+	if left := tmpSpools(t, s, dir); len(left) != 0 {
 		t.Fatalf("tmp/ keeps %v after dedup stores", left)
 	}
 }

@@ -43,7 +43,7 @@ func (s *Store) NewSpool() (*Spool, error) {
 	if s.opts.ReadOnly {
 		return nil, &Error{Op: "store", Err: errReadOnly}
 	}
-	name, f, err := s.createTemp(spoolPrefix)
+	r, err := s.takeSpoolFile()
 	if err != nil {
 		select {
 		case <-s.quit: // the store's directories are closed, or closing
@@ -52,7 +52,7 @@ func (s *Store) NewSpool() (*Spool, error) {
 		}
 		return nil, &Error{Op: "store", Name: "tmp/", Err: err}
 	}
-	return &Spool{s: s, f: f, name: name, seq: s.spools.Add(1), h: NewHasher()}, nil
+	return &Spool{s: s, f: r.f, name: r.name, seq: r.seq, h: NewHasher()}, nil
 }
 
 var errReadOnly = fmt.Errorf("read-only store: %w", os.ErrPermission)

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"crypto/sha1"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/theater-storefs/theater-storefs/store"
@@ -97,7 +99,7 @@ func TestPutReaderError(t *testing.T) {
 	if labelFileExists(dir, "l") {
 		t.Fatal("a failed Put created its label")
 	}
-	if left := tmpSpools(t, dir); len(left) != 0 {
+	if left := tmpSpools(t, s, dir); len(left) != 0 {
 		t.Fatalf("a failed Put left %v in tmp/", left)
 	}
 }
@@ -242,7 +244,7 @@ func TestSpool(t *testing.T) {
 				t.Fatalf("Get: %d bytes, %v", len(got), err)
 			}
 			wantRefs(t, s, "spooled", h)
-			if left := tmpSpools(t, dir); len(left) != 0 {
+			if left := tmpSpools(t, s, dir); len(left) != 0 {
 				t.Fatalf("Commit left %v in tmp/", left)
 			}
 		})
@@ -279,7 +281,7 @@ func TestSpoolConsumed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := tmpSpools(t, dir); len(got) != 1 {
+	if got := tmpSpools(t, s, dir); len(got) != 1 {
 		t.Fatalf("tmp/ = %v, want one spool", got)
 	}
 	// The spool's file is there for reading, e.g. to hand to the kernel.
@@ -308,7 +310,7 @@ func TestSpoolConsumed(t *testing.T) {
 	if got, err := s.Get(bg, h); err != nil || string(got) != "abc" {
 		t.Fatalf("Get after Discard: %q, %v", got, err)
 	}
-	if left := tmpSpools(t, dir); len(left) != 0 {
+	if left := tmpSpools(t, s, dir); len(left) != 0 {
 		t.Fatalf("tmp/ = %v after commit", left)
 	}
 
@@ -320,7 +322,7 @@ func TestSpoolConsumed(t *testing.T) {
 	sp2.Write([]byte("discarded"))
 	sp2.Discard()
 	sp2.Discard()
-	if left := tmpSpools(t, dir); len(left) != 0 {
+	if left := tmpSpools(t, s, dir); len(left) != 0 {
 		t.Fatalf("tmp/ = %v after Discard", left)
 	}
 	if ok, _ := s.Exists(bg, shaStr("discarded")); ok {
@@ -339,7 +341,7 @@ func TestSpoolConsumed(t *testing.T) {
 	if ok, _ := s.Exists(bg, shaStr("refused")); ok {
 		t.Fatal("content of a refused commit was stored")
 	}
-	if left := tmpSpools(t, dir); len(left) != 0 {
+	if left := tmpSpools(t, s, dir); len(left) != 0 {
 		t.Fatalf("tmp/ = %v after refused commit", left)
 	}
 }
@@ -446,5 +448,54 @@ func TestSpoolDirectWrites(t *testing.T) {
 	}
 	if got, err := s.Get(bg, h); err != nil || string(got) != content {
 		t.Errorf("Get: %d bytes, %v", len(got), err)
+	}
+}
+
+// Spool files made ahead of need are live spools like any other: a second
+// store opened on the directory leaves them alone, and the first one stores
+// through them afterwards. Those nobody took are removed when writers stop
+// coming, and at Close.
+func TestReadySpools(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	a := openAt(t, dir, store.Options{Logger: quiet})
+	madeAhead := func() {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for len(tmpSpools(t, nil, dir)) < 3 {
+			if time.Now().After(deadline) {
+				t.Fatalf("no spool files made ahead: tmp/ = %v", tmpSpools(t, nil, dir))
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	mustStore(t, a, "starts the maker")
+	madeAhead()
+	b := openAt(t, dir, store.Options{Logger: quiet})
+	for i := range 40 {
+		c := fmt.Sprint("through a ready spool ", i)
+		h, err := a.Store(bg, []byte(c))
+		if err != nil {
+			t.Fatalf("Store %d after another Open: %v", i, err)
+		}
+		if got, err := b.Get(bg, h); err != nil || string(got) != c {
+			t.Fatalf("Get = %q, %v", got, err)
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(tmpSpools(t, nil, dir)) > 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("tmp/ = %v 5 s after the last store", tmpSpools(t, nil, dir))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mustStore(t, a, "makes spools ahead again")
+	madeAhead()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left := tmpSpools(t, nil, dir); len(left) != 0 {
+		t.Fatalf("tmp/ = %v after Close", left)
 	}
 }

@@ -78,6 +78,14 @@ type Store struct {
 	synced  chan struct{} // closed when the syncer has exited
 	spools  atomic.Uint64 // spools made so far: each one's sequence number
 
+	// Spool files made ahead of need (spoolpool.go).
+	makerOnce  sync.Once
+	madeSpools chan readySpool
+	makerStop  chan struct{} // closed to stop the maker
+	spoolTaken chan struct{} // one slot: a writer wanted a spool
+	stopOnce   sync.Once
+	makerDone  chan struct{} // closed when the maker has exited
+
 	// Renames into data/ are counted in epochs: renamed is the last epoch
 	// the owner renamed anything in, durable the last one a sync of data/
 	// (by the owner, or the syncer) covered. A blob in data/ may vanish in
@@ -175,6 +183,8 @@ func Open(dir string, opts Options) (*Store, error) {
 	s.syncq = make(chan syncReq, 64)
 	s.back.wake = make(chan struct{}, 1)
 	s.ready.wake = make(chan struct{}, 1)
+	s.makerStop = make(chan struct{})
+	s.spoolTaken = make(chan struct{}, 1)
 	s.synced = make(chan struct{})
 	go s.own()
 	if opts.ReadOnly || opts.NoGroupCommit {
@@ -294,6 +304,7 @@ func (s *Store) Close() error {
 		<-s.done
 		<-s.synced
 		<-s.retried // it works in tmp/
+		s.stopSpoolMaker()
 		s.verdicts.close()
 		s.labels.Close()
 		s.dataDir.Close()
