@@ -25,7 +25,7 @@ type commit struct {
 	reply chan commitResult
 
 	seq  uint64 // its spool's
-	back bool   // its spool was made durable by the syncer, which waits for it back
+	back bool   // it came from the syncer with its spool durable: the owner hands it back or says it settled it
 
 	err     error
 	renamed bool

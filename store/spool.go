@@ -37,8 +37,9 @@ type Spool struct {
 	err    error      // the first write or truncate error: nothing commits after one
 }
 
-// NewSpool starts a new spool file in tmp/. No request goes to the owner:
-// tmp/ belongs to whoever creates a file in it.
+// NewSpool starts a new spool in tmp/, in a file made ahead if one is
+// ready. No request goes to the owner: tmp/ belongs to whoever creates a
+// file in it.
 func (s *Store) NewSpool() (*Spool, error) {
 	if s.opts.ReadOnly {
 		return nil, &Error{Op: "store", Err: errReadOnly}
@@ -247,7 +248,9 @@ const (
 
 // Commit stores the spooled content durably, points the label at it as mode
 // says, and returns its hash. Content that already exists is not rewritten.
-// The spool is consumed, successful or not.
+// The spool is consumed, successful or not. ctx can stop the commit until
+// it is handed over for its flush (or to the owner); after that the commit
+// goes through, and its true outcome is returned.
 func (sp *Spool) Commit(ctx context.Context, label string, mode LabelMode) (Hash, error) {
 	if sp.done {
 		return Hash{}, os.ErrClosed
@@ -300,15 +303,15 @@ func (sp *Spool) Commit(ctx context.Context, label string, mode LabelMode) (Hash
 	}
 	// Wait for the owner even if ctx ends: the rename may be under way,
 	// and the spool file must stay locked until it is done. If the owner
-	// has exited (Close) without taking the commit, it never will; the
-	// syncer answers what it holds before it exits.
+	// has exited (Close) without taking the commit, it never will.
 	var r commitResult
 	select {
 	case r = <-c.reply:
 	case <-sp.s.done:
-		// The commit may be with the syncer (the owner left it there,
-		// or it never reached the owner), which answers all it holds
-		// before it exits.
+		// The commit may be with the syncer (the owner left it there),
+		// which answers what it was handed before it exits. A commit
+		// nobody answered by then never reached the owner: nothing was
+		// renamed.
 		<-sp.s.synced
 		select {
 		case r = <-c.reply:
@@ -340,7 +343,12 @@ func (sp *Spool) sync(ctx context.Context, c *commit) error {
 		c.back = true
 		return sp.s.groupCommit(ctx, c)
 	default:
-		return sp.s.groupSync(sp.f, sp.seq) // a labelled commit the owner syncs itself
+		// A labelled commit, which the owner sends itself: a cancelled
+		// one need not wait for a flush to be refused.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return sp.s.groupSync(sp.f, sp.seq)
 	}
 }
 

@@ -77,10 +77,9 @@ func (s *Store) makeSpools() {
 		for len(s.madeSpools) < cap(s.madeSpools) {
 			r, err := s.newSpoolFile()
 			if err != nil {
-				// Writers make their own from now on, and report
-				// the error.
-				<-s.makerStop
-				return
+				// Writers make their own, and report the error;
+				// the next one to come makes the maker try again.
+				break
 			}
 			s.madeSpools <- r
 		}

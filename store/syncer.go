@@ -30,12 +30,14 @@ import (
 // wait it would start with only the spools that came meanwhile, and the
 // renames would wait a whole flush more.
 //
-// Spool files belong to their writers, not to the owner: the syncer only
-// syncs, and answers the commits the owner handed it.
+// Spool files belong to their writers, not to the owner: the syncer syncs,
+// passes on to the owner the commits whose spools it made durable (or
+// answers them itself when the flush failed or the owner has exited), and
+// answers the commits the owner handed back.
 
 // renameWait bounds the wait for the renames of the spools a flush made
-// durable. They come back within tens of microseconds unless the writer
-// has given up, or the owner settled them itself (it says so).
+// durable. They come back within tens of microseconds unless the owner
+// settled them itself (it says so), or has exited.
 const renameWait = 500 * time.Microsecond
 
 // spoolWait bounds the wait for the next spools of the writers a flush
@@ -66,7 +68,7 @@ type handBack struct {
 	mu      sync.Mutex
 	commits []*commit
 	settled int
-	wake    chan struct{} // one slot: something was handed back
+	wake    chan struct{} // one slot: something was put
 }
 
 func (hb *handBack) put(commits []*commit, settled int) {
@@ -137,7 +139,9 @@ func (s *Store) syncLoop() {
 			}
 			timer.Stop()
 		}
-		pending, expect = s.flush(&b, false)
+		// Renames still due from a wait that timed out are still due.
+		forwarded, acked := s.flush(&b, false)
+		pending, expect = max(pending, 0)+forwarded, acked
 		flushed = time.Now()
 	}
 }
@@ -233,7 +237,9 @@ func (s *Store) flush(b *syncBatch, ownerGone bool) (int, int) {
 		}
 		c.reply <- commitResult{err: c.err}
 	}
-	s.ready.put(ready, 0)
+	if len(ready) > 0 {
+		s.ready.put(ready, 0)
+	}
 	return len(ready), acked
 }
 
