@@ -359,8 +359,13 @@ func call[T any](ctx context.Context, s *Store, fn func() (T, error)) (T, error)
 }
 
 func (s *Store) send(ctx context.Context, req request) error {
+	return enqueue(ctx, s.quit, s.reqs, req)
+}
+
+// enqueue sends v on ch unless the store is closing or ctx has ended.
+func enqueue[T any](ctx context.Context, quit <-chan struct{}, ch chan<- T, v T) error {
 	select {
-	case <-s.quit:
+	case <-quit:
 		return ErrClosed
 	default:
 	}
@@ -371,11 +376,11 @@ func (s *Store) send(ctx context.Context, req request) error {
 		return err
 	}
 	select {
-	case s.reqs <- req:
+	case ch <- v:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-s.quit:
+	case <-quit:
 		return ErrClosed
 	}
 }

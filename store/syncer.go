@@ -287,23 +287,7 @@ func (s *Store) groupSync(f *os.File, seq uint64) error {
 
 // groupCommit hands a label-less commit to the syncer with its spool: the
 // syncer makes the spool durable and passes the commit on to the owner.
-// The answer comes on c.reply. Like send, it refuses a cancelled ctx
-// rather than leave it to chance which case a select picks.
+// The answer comes on c.reply.
 func (s *Store) groupCommit(ctx context.Context, c *commit) error {
-	select {
-	case <-s.quit:
-		return ErrClosed
-	default:
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	select {
-	case s.syncq <- syncReq{f: c.f, seq: c.seq, c: c}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-s.quit:
-		return ErrClosed
-	}
+	return enqueue(ctx, s.quit, s.syncq, syncReq{f: c.f, seq: c.seq, c: c})
 }
