@@ -173,8 +173,12 @@ func (s *Store) upload(ctx context.Context, c blobContent) error {
 		}
 	}
 	_, err := s.b.put(ctx, blobKey(c.h), c.body, c.n, createOnly, c.md5, unsignedPayload)
-	if errors.Is(err, errConflict) {
+	if err != nil && ctx.Err() == nil {
 		// There already, or being stored by another writer this moment.
+		// Any failure is looked into the same way: a service refusing
+		// a create-only put may answer before the body is all sent and
+		// close the connection, and the refusal then reads as a reset
+		// connection (versitygw does, for a large blob).
 		if present, err := s.present(ctx, c); present || err != nil {
 			return err
 		}
