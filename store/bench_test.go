@@ -30,6 +30,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/theater-storefs/theater-storefs/store"
 	"golang.org/x/sys/unix"
@@ -76,11 +77,50 @@ func benchBaseDir(b *testing.B) string {
 		if fs == "tmpfs" || fs == "ramfs" {
 			fmt.Fprintf(os.Stderr, "bench: warning: %s is %s: fsync costs nothing there, durable-write figures mean little\n", benchRoot, fs)
 		}
+		benchSettle(benchRoot)
 	})
 	if benchRootErr != nil {
 		b.Fatalf("benchmark directory: %v", benchRootErr)
 	}
 	return benchRoot
+}
+
+// benchSettle waits (two minutes at most) until making a file in dir costs
+// what it usually does. Right after thousands of files were deleted near
+// it (by an earlier run's clean-up, say), ext4 without a journal skips
+// every inode freed in the last half minute at each new file, which then
+// costs up to a millisecond of CPU (for a minute or more here); every store
+// figure would measure that.
+// The probe's files stay, for the caller's clean-up: removing them would
+// start the wait again.
+func benchSettle(dir string) {
+	probe, err := os.MkdirTemp(dir, "settle-")
+	if err != nil {
+		return
+	}
+	const files = 50
+	made := 0
+	create := func() time.Duration {
+		start := time.Now()
+		for range files {
+			f, err := os.Create(filepath.Join(probe, fmt.Sprint(made)))
+			if err != nil {
+				return 0
+			}
+			f.Close()
+			made++
+		}
+		return time.Since(start) / files
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for per := create(); per > 200*time.Microsecond; per = create() {
+		if time.Now().After(deadline) {
+			fmt.Fprintf(os.Stderr, "bench: warning: a new file in %s still costs %v; the figures will show it\n", dir, per)
+			return
+		}
+		fmt.Fprintf(os.Stderr, "bench: a new file costs %v (inodes freed lately are skipped?); waiting\n", per)
+		time.Sleep(5 * time.Second)
+	}
 }
 
 // benchFSType names the file system dir is on, as far as fsync cost goes.
