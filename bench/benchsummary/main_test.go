@@ -46,3 +46,24 @@ func TestParseAndReport(t *testing.T) {
 		t.Errorf("a 4x ratio needs no note:\n%s", out.String())
 	}
 }
+
+// The paired benchmark's own ratios, when it ran, make the figure.
+func TestReportPaired(t *testing.T) {
+	rs, err := parse(strings.NewReader(sample + `
+BenchmarkGroupCommitPaired-2   	    6000	    200000 ns/op	      2000 fsync-stores/s	      7000 group-stores/s	         3.500 x
+BenchmarkGroupCommitPaired-2   	    6000	    200000 ns/op	      2500 fsync-stores/s	      7000 group-stores/s	         2.800 x
+BenchmarkGroupCommitPaired-2   	    6000	    200000 ns/op	      2000 fsync-stores/s	      6000 group-stores/s	         3.000 x
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	report(&out, rs)
+	want := "group commit: 7000 stores/s, one fsync per blob: 2000 stores/s, side by side in each of 3 runs; ratio 3.00 x (median; runs 2.80 to 3.50)\n"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("report lacks %q:\n%s", want, out.String())
+	}
+	if strings.Contains(out.String(), "note:") {
+		t.Errorf("a 3x ratio needs no note:\n%s", out.String())
+	}
+}
