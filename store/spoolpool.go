@@ -18,8 +18,9 @@ import (
 // the next Open to clear. Those not taken are removed once no writer has
 // come for readyIdle, and at Close: a store at rest holds no spool files.
 
-// spoolsReady is how many spool files are kept ready: one for each of
-// several writers acknowledged by one flush.
+// spoolsReady bounds how many spool files are kept ready. The maker keeps
+// twice as many as writers took since it last made some, so that one
+// writer now and then costs two spare files, not sixteen.
 const spoolsReady = 16
 
 // readyIdle is how long ready spool files wait for a writer before they
@@ -47,6 +48,7 @@ func (s *Store) takeSpoolFile() (readySpool, error) {
 	if s.madeSpools == nil {
 		return s.newSpoolFile()
 	}
+	s.spoolsTaken.Add(1)
 	defer s.wakeMaker()
 	select {
 	case r := <-s.madeSpools:
@@ -79,9 +81,10 @@ func (s *Store) makeSpools() {
 	wait := time.NewTimer(makerWait)
 	defer wait.Stop()
 	for {
+		want := min(2*int(max(s.spoolsTaken.Swap(0), 1)), cap(s.madeSpools))
 		// The maker is the only sender: below capacity, a send never
 		// blocks.
-		for len(s.madeSpools) < cap(s.madeSpools) {
+		for len(s.madeSpools) < want {
 			r, err := s.newSpoolFile()
 			if err != nil {
 				// Writers make their own, and report the error;

@@ -79,10 +79,11 @@ type Store struct {
 	spools  atomic.Uint64 // spools made so far: each one's sequence number
 
 	// Spool files made ahead of need (spoolpool.go).
-	makerOnce  sync.Once
-	madeSpools chan readySpool
-	makerStop  chan struct{} // closed to stop the maker
-	spoolTaken chan struct{} // one slot: a writer wanted a spool
+	makerOnce   sync.Once
+	madeSpools  chan readySpool
+	makerStop   chan struct{} // closed to stop the maker
+	spoolTaken  chan struct{} // one slot: a writer wanted a spool
+	spoolsTaken atomic.Int64  // spools wanted since the maker last made some
 	// One slot: the syncer has begun a flush, which waits for the disk
 	// and leaves the CPUs to the maker.
 	flushStarted chan struct{}
