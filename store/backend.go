@@ -116,13 +116,20 @@ func (s *Store) OpenBlob(ctx context.Context, h Hash) (Blob, BlobInfo, error) {
 	return f, bi, nil
 }
 
+// BlobOpener is what reading blobs needs of a backend: ReadBlob and the
+// chain walks take one, so that a backend can hand them its blobs through
+// a cache.
+type BlobOpener interface {
+	OpenBlob(ctx context.Context, h Hash) (Blob, BlobInfo, error)
+}
+
 // ReadBlob reads a whole blob into memory (Theater's get).
-func ReadBlob(ctx context.Context, b Backend, h Hash) ([]byte, error) {
+func ReadBlob(ctx context.Context, b BlobOpener, h Hash) ([]byte, error) {
 	return readBlob(ctx, b, h, -1)
 }
 
 // readBlob is ReadBlob of a blob of at most max bytes (-1: any).
-func readBlob(ctx context.Context, b Backend, h Hash, max int64) ([]byte, error) {
+func readBlob(ctx context.Context, b BlobOpener, h Hash, max int64) ([]byte, error) {
 	r, bi, err := b.OpenBlob(ctx, h)
 	if err != nil {
 		return nil, err

@@ -117,7 +117,7 @@ func (s *Store) WalkChain(ctx context.Context, head Hash, limit int) (links []Ch
 }
 
 // WalkChain is (*Store).WalkChain in any backend.
-func WalkChain(ctx context.Context, b Backend, head Hash, limit int) (links []ChainLink, broken error) {
+func WalkChain(ctx context.Context, b BlobOpener, head Hash, limit int) (links []ChainLink, broken error) {
 	broken = VisitChain(ctx, b, head, func(l ChainLink) bool {
 		links = append(links, l)
 		return limit <= 0 || len(links) < limit
@@ -135,7 +135,7 @@ func (s *Store) VisitChain(ctx context.Context, head Hash, visit func(ChainLink)
 }
 
 // VisitChain is (*Store).VisitChain in any backend.
-func VisitChain(ctx context.Context, b Backend, head Hash, visit func(ChainLink) bool) (broken error) {
+func VisitChain(ctx context.Context, b BlobOpener, head Hash, visit func(ChainLink) bool) (broken error) {
 	seen := map[Hash]struct{}{}
 	for h := head; ; {
 		if err := ctx.Err(); err != nil {
@@ -159,7 +159,7 @@ func VisitChain(ctx context.Context, b Backend, head Hash, visit func(ChainLink)
 // maxEvent bounds what is read of one chain event.
 const maxEvent = 64 << 20
 
-func readEvent(ctx context.Context, b Backend, h Hash) (*ChainEvent, error) {
+func readEvent(ctx context.Context, b BlobOpener, h Hash) (*ChainEvent, error) {
 	data, err := readBlob(ctx, b, h, maxEvent)
 	if err != nil {
 		return nil, err

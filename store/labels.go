@@ -76,8 +76,8 @@ func ReadLabelFile(r io.Reader) ([]byte, error) {
 // hashes is not rewritten, so that nothing in it is silently dropped.
 func (s *Store) readLabelStrict(name string) ([]Hash, error) {
 	refs, bad, err := s.readLabel(name)
-	if err == nil && bad > 0 {
-		err = labelErr(name, fmt.Errorf("%w: %s; replace the label to repair it", ErrCorrupt, NotHashes(bad)))
+	if err == nil {
+		err = LabelInfo{Refs: refs, Bad: bad}.Rewritable(name)
 	}
 	return refs, err
 }
@@ -443,6 +443,16 @@ type LabelInfo struct {
 func (li LabelInfo) Corrupt(name string) error {
 	if len(li.Refs) == 0 && li.Bad > 0 {
 		return noRefsIn(name, li.Bad)
+	}
+	return nil
+}
+
+// Rewritable is the error of a label that holds lines that are not hashes
+// (nil if it holds none): such a label is not rewritten, so that nothing in
+// it is silently dropped; replacing it is the repair.
+func (li LabelInfo) Rewritable(name string) error {
+	if li.Bad > 0 {
+		return labelErr(name, fmt.Errorf("%w: %s; replace the label to repair it", ErrCorrupt, NotHashes(li.Bad)))
 	}
 	return nil
 }

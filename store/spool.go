@@ -169,7 +169,12 @@ func (sp *Spool) WriteAt(p []byte, off int64) (int, error) {
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
 // ReadFrom appends everything r yields, hashing it on the way.
-func (sp *Spool) ReadFrom(r io.Reader) (int64, error) {
+func (sp *Spool) ReadFrom(r io.Reader) (int64, error) { return WriteFrom(sp, r) }
+
+// WriteFrom writes everything r yields to w, a megabyte at a time through a
+// pooled buffer, and returns how much: the ReadFrom of a spool or draft,
+// where io.Copy would call that ReadFrom again.
+func WriteFrom(w io.Writer, r io.Reader) (int64, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
@@ -177,7 +182,7 @@ func (sp *Spool) ReadFrom(r io.Reader) (int64, error) {
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			if _, werr := sp.Write(buf[:n]); werr != nil {
+			if _, werr := w.Write(buf[:n]); werr != nil {
 				return total, werr
 			}
 			total += int64(n)

@@ -111,10 +111,8 @@ func (s *Store) syncLoop() {
 		case <-s.done:
 			// The owner sends nothing more. Make durable what was sent;
 			// a writer sending from now on sees synced closed.
-			pending -= s.gather(&b)
-			if !b.empty() {
-				s.flush(&b, true)
-			}
+			s.gather(&b)
+			s.flush(&b, true)
 			return
 		}
 		pending -= s.gather(&b)
@@ -179,6 +177,9 @@ func (s *Store) gather(b *syncBatch) int {
 // (ownerGone). It returns how many went on, and how many commits it
 // acknowledged.
 func (s *Store) flush(b *syncBatch, ownerGone bool) (int, int) {
+	if b.empty() {
+		return 0, 0
+	}
 	// syncfs reports a write error that happened since the file it is
 	// given was opened: give it the oldest file of the batch, so an error
 	// writing any of them (or a rename after it was opened) is seen.
@@ -203,8 +204,6 @@ func (s *Store) flush(b *syncBatch, ownerGone bool) (int, int) {
 	}
 	var err error
 	switch {
-	case len(b.spools) == 0 && len(b.commits) == 0:
-		return 0, 0
 	case len(b.spools) == 0:
 		err = s.syncDir(s.dataDir)
 	case len(b.spools) == 1 && len(b.commits) == 0:

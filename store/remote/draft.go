@@ -61,26 +61,7 @@ func (d *draft) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-func (d *draft) ReadFrom(r io.Reader) (int64, error) {
-	buf := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(buf)
-	var total int64
-	for {
-		n, err := r.Read(*buf)
-		if n > 0 {
-			if _, werr := d.Write((*buf)[:n]); werr != nil {
-				return total, werr
-			}
-			total += int64(n)
-		}
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
-}
+func (d *draft) ReadFrom(r io.Reader) (int64, error) { return store.WriteFrom(d, r) }
 
 func (d *draft) Truncate(size int64) error {
 	if err := d.f.Truncate(size); err != nil {

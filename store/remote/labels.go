@@ -332,13 +332,9 @@ func next(s string, i int) int {
 	return i + 1 + j
 }
 
-// strict refuses to rewrite a label holding lines that are not hashes, so
-// nothing in it is silently dropped; replacing it is the repair.
-func strict(name string, cur current) error {
-	if cur.bad > 0 {
-		return labelErr(name, fmt.Errorf("%w: %s; replace the label to repair it", store.ErrCorrupt, store.NotHashes(cur.bad)))
-	}
-	return nil
+// info is cur as the store package describes a label, for its checks.
+func (cur current) info() store.LabelInfo {
+	return store.LabelInfo{Refs: cur.refs, ModTime: cur.mod, Bad: cur.bad}
 }
 
 // GetByLabel returns a label's refs, oldest first.
@@ -353,8 +349,8 @@ func (s *Store) GetByLabel(ctx context.Context, name string) ([]store.Hash, erro
 	if err != nil {
 		return nil, err
 	}
-	if len(cur.refs) == 0 && cur.bad > 0 {
-		return nil, labelErr(name, fmt.Errorf("%w: it holds no hash, only %s; replace the label to repair it", store.ErrCorrupt, store.NotHashes(cur.bad)))
+	if err := cur.info().Corrupt(name); err != nil {
+		return nil, err
 	}
 	return cur.refs, nil
 }
@@ -379,7 +375,7 @@ func (s *Store) Label(ctx context.Context, name string, h store.Hash) error {
 
 func (s *Store) appendRef(ctx context.Context, name string, h store.Hash) error {
 	return s.change(ctx, name, func(cur current) ([]store.Hash, error) {
-		if err := strict(name, cur); err != nil {
+		if err := cur.info().Rewritable(name); err != nil {
 			return nil, err
 		}
 		if slices.Contains(cur.refs, h) {
@@ -454,7 +450,7 @@ func (s *Store) RemoveFromLabel(ctx context.Context, name string, h store.Hash) 
 		if !cur.exists() {
 			return nil, labelErr(name, store.ErrNotFound)
 		}
-		if err := strict(name, cur); err != nil {
+		if err := cur.info().Rewritable(name); err != nil {
 			return nil, err
 		}
 		if i < 0 {

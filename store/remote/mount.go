@@ -69,15 +69,11 @@ func (s *Store) VisitChain(ctx context.Context, head store.Hash, visit func(stor
 	return store.VisitChain(ctx, s, head, visit)
 }
 
-// cachedBlobs is the store with its blobs opened from the cache. (The
-// alias gives the embedded field a name other than Store, which would
-// hide the Store method.)
-type cachedBlobs struct{ *storeAlias }
-
-type storeAlias = Store
+// cachedBlobs opens the store's blobs from the cache.
+type cachedBlobs struct{ s *Store }
 
 func (c cachedBlobs) OpenBlob(ctx context.Context, h store.Hash) (store.Blob, store.BlobInfo, error) {
-	f, bi, err := c.Open(ctx, h)
+	f, bi, err := c.s.Open(ctx, h)
 	if err != nil {
 		return nil, bi, err
 	}

@@ -27,7 +27,7 @@ func (s *Store) StatLabel(ctx context.Context, name string) (store.LabelInfo, er
 	if err != nil {
 		return store.LabelInfo{}, err
 	}
-	return store.LabelInfo{Refs: cur.refs, ModTime: cur.mod, Bad: cur.bad}, nil
+	return cur.info(), nil
 }
 
 // IsNamespace reports whether name is a label namespace; ErrNotFound if
@@ -78,14 +78,20 @@ func (s *Store) ReadNamespace(ctx context.Context, ns string) ([]store.LabelEntr
 		// An empty listing is an empty namespace only if its marker is
 		// there.
 		if found, err := s.isNamespace(ctx, ns); err != nil || !found {
-			if _, _, _, rerr := s.labels.read(ctx, ns); rerr == nil {
-				return nil, labelErr(ns, store.ErrNotNamespace)
-			}
-			return nil, labelErr(ns, store.ErrNotFound)
+			return nil, s.notNamespace(ctx, ns)
 		}
 	}
 	slices.SortFunc(out, func(a, b store.LabelEntry) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
+}
+
+// notNamespace is the error for a name that is no namespace: a label's, or
+// nothing's.
+func (s *Store) notNamespace(ctx context.Context, name string) error {
+	if _, _, _, err := s.labels.read(ctx, name); err == nil {
+		return labelErr(name, store.ErrNotNamespace)
+	}
+	return labelErr(name, store.ErrNotFound)
 }
 
 // MakeNamespace makes an empty namespace (mkdir in by-label/).
@@ -128,10 +134,7 @@ func (s *Store) RemoveNamespace(ctx context.Context, name string) error {
 		return labelErr(name, err)
 	}
 	if !ns {
-		if _, _, _, err := s.labels.read(ctx, name); err == nil {
-			return labelErr(name, store.ErrNotNamespace)
-		}
-		return labelErr(name, store.ErrNotFound)
+		return s.notNamespace(ctx, name)
 	}
 	if err := s.labels.clear(ctx, name+"/"); err != nil {
 		return labelErr(name, err)
