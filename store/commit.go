@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -25,7 +26,13 @@ type commit struct {
 	reply chan commitResult
 
 	seq  uint64 // its spool's
-	back bool   // it came from the syncer with its spool durable: the owner hands it back or says it settled it
+	back bool   // it goes to the owner through the syncer, once its spool is durable
+	// The syncer waits for the owner to hand it back or say it settled it
+	// (an unclaimed one).
+	awaited bool
+	// Its spool carries a claim (claim.go): once the spool is durable the
+	// owner links it into data/ and answers at once.
+	claimed bool
 
 	err     error
 	renamed bool
@@ -61,27 +68,38 @@ func (s *Store) commitBatch(batch []*commit) {
 			}
 		}
 	} else {
+		awaited := sentBack(batch)
 		anyRenamed, labels := false, false
-		s.verdicts.hold() // one write to the log for the batch
+		var unlinks []*commit // claimed commits, linked or found in place
+		s.verdicts.hold()     // one write to the log for the batch
 		for _, c := range batch {
 			if c.err == nil {
 				c.err = s.placeBlob(c, s.statBlob(c))
 				anyRenamed = anyRenamed || c.renamed
 				labels = labels || c.mode != LabelNone
 			}
+			if c.claimed && c.err == nil {
+				// Its claimed spool stays in tmp/ until a flush has
+				// made the link durable: a crash meanwhile puts it
+				// back in data/ at Open. So it is answered now.
+				s.claims.out.Add(1)
+				c.reply <- commitResult{}
+				unlinks = append(unlinks, c)
+			}
 		}
 		s.verdicts.release()
 		if anyRenamed {
 			s.renamed.Add(1)
 		}
+		batch = slices.DeleteFunc(batch, func(c *commit) bool { return c.claimed && c.err == nil })
 		if s.durable.Load() < s.renamed.Load() && !labels {
 			// Some blob in data/ may not be durable, maybe one of this
 			// batch found in place, so every commit waits for a sync:
 			// the syncer's next.
-			s.handToSyncer(batch)
+			s.handToSyncer(batch, awaited, unlinks)
 			return
 		}
-		s.settle(batch)
+		s.back.put(nil, awaited, unlinks)
 		if s.durable.Load() < s.renamed.Load() {
 			if err := s.syncData(); err != nil {
 				// Every commit of the batch fails, also one that found
@@ -115,8 +133,10 @@ func (s *Store) commitBatch(batch []*commit) {
 }
 
 // handToSyncer leaves the acknowledgement of label-less commits to the
-// syncer, after its next flush. Those that failed are answered now.
-func (s *Store) handToSyncer(batch []*commit) {
+// syncer, after its next flush. Those that failed are answered now. With
+// them go how many of the syncer's commits the owner is done with, and the
+// claimed spools to unlink.
+func (s *Store) handToSyncer(batch []*commit, awaited int, unlinks []*commit) {
 	var wait []*commit
 	for _, c := range batch {
 		if c.err != nil {
@@ -126,21 +146,13 @@ func (s *Store) handToSyncer(batch []*commit) {
 		wait = append(wait, c)
 	}
 	// The syncer runs until the owner has exited, so it answers these.
-	s.back.put(wait, sentBack(batch))
-}
-
-// settle tells the syncer that the owner answers the batch itself, so it
-// waits for these spools no longer.
-func (s *Store) settle(batch []*commit) {
-	if n := sentBack(batch); n > 0 {
-		s.back.put(nil, n)
-	}
+	s.back.put(wait, awaited, unlinks)
 }
 
 func sentBack(batch []*commit) int {
 	n := 0
 	for _, c := range batch {
-		if c.back {
+		if c.awaited {
 			n++
 		}
 	}
@@ -293,17 +305,23 @@ func (s *Store) placeBlob(c *commit, st blobStat) error {
 			// blob that is being stored again, about to be labelled.
 			s.noteFound(c.sum, fi)
 			s.touchBlob(c.sum, fi)
-			s.removeTemp(c.tmp)
+			if !c.claimed {
+				// A claimed spool stays until the next flush, in case
+				// the blob found is a rename not durable yet.
+				s.removeTemp(c.tmp)
+			}
 			return nil
 		}
 		// Put there or changed since the writer looked (by another
 		// process, or a writer of the same content): the spool, which
-		// hashes to the name, takes its place.
+		// hashes to the name, takes its place, and the commit waits for
+		// the rename to be durable.
+		c.claimed = false
 	case !errors.Is(err, fs.ErrNotExist):
 		return blobErr(c.sum, err)
 	}
 	// On the owner: data/ and tmp/ stay open until it has exited.
-	if err := unix.Renameat(int(s.tmpDir.Fd()), c.tmp, int(s.dataDir.Fd()), name); err != nil {
+	if err := s.moveSpool(c, name); err != nil {
 		return blobErr(c.sum, err)
 	}
 	c.renamed = true
@@ -314,6 +332,21 @@ func (s *Store) placeBlob(c *commit, st blobStat) error {
 		s.verdicts.record(c.sum, fi, true)
 	}
 	return nil
+}
+
+// moveSpool puts a spool into data/ under name: a claimed one as a second
+// link (its name in tmp/ goes after the next flush), else by a rename.
+func (s *Store) moveSpool(c *commit, name string) error {
+	tmp, data := int(s.tmpDir.Fd()), int(s.dataDir.Fd())
+	if c.claimed {
+		err := unix.Linkat(tmp, c.tmp, data, name, 0)
+		if !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+		// Put there since it was looked for: renamed over, as above.
+		c.claimed = false
+	}
+	return unix.Renameat(tmp, c.tmp, data, name)
 }
 
 // labelWriter writes label files atomically and syncs each touched

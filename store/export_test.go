@@ -12,9 +12,15 @@ import (
 func VerdictMisses(s *Store) int64 { return s.verdicts.misses.Load() }
 
 // FailDataSyncs makes the next n fsyncs of data/ fail with EIO, and counts
-// every fsync of data/ in *count. Call it before the store is used.
-func FailDataSyncs(s *Store, n int, count *int) {
+// every fsync of data/ in *count. Call it before the store is used. While
+// the syncer may sync, read the count with the function returned.
+func FailDataSyncs(s *Store, n int, count *int) func() int {
 	var mu sync.Mutex // the owner and the syncer both sync data/
+	read := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return *count
+	}
 	s.syncDir = func(f *os.File) error {
 		mu.Lock()
 		defer mu.Unlock()
@@ -25,6 +31,7 @@ func FailDataSyncs(s *Store, n int, count *int) {
 		}
 		return f.Sync()
 	}
+	return read
 }
 
 // LimitVerdicts holds at most n verdicts in memory until the test ends.
@@ -56,3 +63,11 @@ func FailSyncfs(s *Store, fail *atomic.Bool, failed *atomic.Int64) {
 // StopSpoolMaker stops making spool files ahead of need and removes those
 // made and not taken; later spools are made when needed.
 func StopSpoolMaker(s *Store) { s.stopSpoolMaker() }
+
+// RefuseClaims makes s store as on a file system without extended
+// attributes: every small blob waits for two flushes (claim.go).
+func RefuseClaims(s *Store) { s.claims.refused.Store(true) }
+
+// ClaimsOut is how many claimed spools s has linked into data/ and not yet
+// unlinked from tmp/.
+func ClaimsOut(s *Store) int64 { return s.claims.out.Load() }

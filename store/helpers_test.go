@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/theater-storefs/theater-storefs/store"
 )
@@ -151,6 +152,7 @@ func tmpSpools(t testing.TB, s *store.Store, dir string) []string {
 	t.Helper()
 	if s != nil {
 		store.StopSpoolMaker(s)
+		waitClaims(t, s)
 	}
 	var out []string
 	for _, n := range dirNames(t, filepath.Join(dir, store.TmpDir)) {
@@ -159,6 +161,19 @@ func tmpSpools(t testing.TB, s *store.Store, dir string) []string {
 		}
 	}
 	return out
+}
+
+// waitClaims waits until s has unlinked from tmp/ every claimed spool it
+// linked into data/: the syncer does once a flush has covered the links.
+func waitClaims(t testing.TB, s *store.Store) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for store.ClaimsOut(s) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d claimed spools still in tmp/ after 10 s", store.ClaimsOut(s))
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func inode(t testing.TB, path string) uint64 {

@@ -973,12 +973,14 @@ func TestDataSyncFailure(t *testing.T) {
 	})
 }
 
-// TestDataSyncFailureUnlabelled: a commit without a label is acknowledged
-// by the syncer once its rename is durable. When that sync fails, the
-// commit fails; a label pointed at the blob afterwards syncs data/ first,
-// as does the next commit of the same content.
+// TestDataSyncFailureUnlabelled: without claims (a file system without
+// extended attributes), a commit without a label is acknowledged by the
+// syncer once its rename is durable. When that sync fails, the commit
+// fails; a label pointed at the blob afterwards syncs data/ first, as does
+// the next commit of the same content.
 func TestDataSyncFailureUnlabelled(t *testing.T) {
 	failFirstDataSync(t, func(t *testing.T, dir string, s *store.Store, syncs *int) {
+		store.RefuseClaims(s)
 		content := "stored, its rename not durable"
 		_, err := s.Store(bg, []byte(content))
 		wantErr(t, "Store with data/ failing to sync", err, syscall.EIO)
@@ -1097,6 +1099,9 @@ func TestForeignBlobSynced(t *testing.T) {
 	if _, err := s.Store(bg, content2); err != nil {
 		t.Fatal(err)
 	}
+	// The commit is answered at once, its claimed spool kept in tmp/
+	// until the sync of data/ that covers the blob found.
+	waitClaims(t, s)
 	if syncs != 2 {
 		t.Errorf("%d syncs of data/ after storing content another process wrote since, want 2", syncs)
 	}

@@ -326,9 +326,12 @@ func (sp *Spool) Commit(ctx context.Context, label string, mode LabelMode) (Hash
 	}
 	if r.err == nil {
 		// The spool is in data/ now (or was removed as a duplicate):
-		// nothing is left to unlink.
+		// nothing is left to unlink. A claimed spool's file, and its
+		// name in tmp/, are the syncer's now.
 		sp.done = true
-		sp.f.Close()
+		if !c.claimed {
+			sp.f.Close()
+		}
 	}
 	return sum, r.err
 }
@@ -346,6 +349,7 @@ func (sp *Spool) sync(ctx context.Context, c *commit) error {
 		return sp.f.Sync()
 	case c.mode == LabelNone:
 		c.back = true
+		c.claimed = sp.s.claims.mark(int(sp.f.Fd()), c.sum)
 		return sp.s.groupCommit(ctx, c)
 	default:
 		// A labelled commit, which the owner sends itself: a cancelled

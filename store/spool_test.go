@@ -460,6 +460,7 @@ func TestReadySpools(t *testing.T) {
 	a := openAt(t, dir, store.Options{Logger: quiet})
 	madeAhead := func() {
 		t.Helper()
+		waitClaims(t, a)
 		deadline := time.Now().Add(5 * time.Second)
 		for len(tmpSpools(t, nil, dir)) == 0 {
 			if time.Now().After(deadline) {

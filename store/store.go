@@ -112,6 +112,7 @@ type Store struct {
 	closeErr  error
 
 	verdicts *verdictCache
+	claims   claims
 }
 
 // Open opens (creating if needed) the store in dir. A directory Theater
@@ -177,7 +178,7 @@ func Open(dir string, opts Options) (*Store, error) {
 			root.Close()
 			return nil, &Error{Op: "open store", Name: filepath.Join(abs, TmpDir), Err: err}
 		}
-		locked = s.clearLeftovers()
+		locked = s.clearLeftovers(func(fn func() error) error { return fn() })
 	}
 	s.verdicts = newVerdictCache(filepath.Join(abs, TmpDir, "verified"), opts.ReadOnly, s.log)
 	s.reqs = make(chan request, 64)
@@ -225,7 +226,7 @@ func (s *Store) Dir() string { return s.dir }
 // returns those it found locked, for retryLeftovers. A live writer (in this
 // process or another) holds an flock on its file, so its spool is never
 // taken from under it.
-func (s *Store) clearLeftovers() (locked []string) {
+func (s *Store) clearLeftovers(do func(func() error) error) (locked []string) {
 	entries, err := os.ReadDir(filepath.Join(s.dir, TmpDir))
 	if err != nil {
 		s.log.Warn("cannot list tmp/", "err", err)
@@ -236,7 +237,7 @@ func (s *Store) clearLeftovers() (locked []string) {
 		if !strings.HasPrefix(name, spoolPrefix) && !strings.HasPrefix(name, labelPrefix) {
 			continue
 		}
-		if s.clearLeftover(name) {
+		if s.clearLeftover(name, do) {
 			locked = append(locked, name)
 		}
 	}
@@ -244,8 +245,10 @@ func (s *Store) clearLeftovers() (locked []string) {
 }
 
 // clearLeftover removes tmp/name unless a process holds it locked, and
-// reports whether one does.
-func (s *Store) clearLeftover(name string) (locked bool) {
+// reports whether one does. A claimed spool's content is put in data/
+// first, if it is good and not there (claim.go). do runs a change to data/:
+// on the owner, once it runs.
+func (s *Store) clearLeftover(name string, do func(func() error) error) (locked bool) {
 	var fd int
 	err := s.inTmp(func(dir int) (err error) {
 		fd, err = unix.Openat(dir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -254,9 +257,17 @@ func (s *Store) clearLeftover(name string) (locked bool) {
 	if err != nil {
 		return false // gone (committed or discarded since), or no file to clear
 	}
-	defer unix.Close(fd)
+	f := os.NewFile(uintptr(fd), filepath.Join(s.dir, TmpDir, name))
+	defer f.Close()
 	if unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) != nil {
 		return true
+	}
+	if h, ok := readClaim(fd); ok && strings.HasPrefix(name, spoolPrefix) {
+		if err := s.rescue(name, f, h, do); err != nil {
+			// Kept for the next Open: it may be the blob's only copy.
+			s.log.Warn("cannot recover a blob from an interrupted commit; will try again", "spool", "tmp/"+name, "hash", h.String(), "err", err)
+			return false
+		}
 	}
 	s.removeTemp(name)
 	return false
@@ -291,13 +302,19 @@ func (s *Store) retryLeftovers(names []string) {
 			return
 		case <-t.C:
 		}
-		names = slices.DeleteFunc(names, func(name string) bool { return !s.clearLeftover(name) })
+		names = slices.DeleteFunc(names, func(name string) bool { return !s.clearLeftover(name, s.onOwner) })
 		if len(names) == 0 {
 			return
 		}
 		delay = min(2*delay, retryMax)
 		t.Reset(delay)
 	}
+}
+
+// onOwner runs fn on the owner.
+func (s *Store) onOwner(fn func() error) error {
+	_, err := call(context.Background(), s, func() (struct{}, error) { return struct{}{}, fn() })
+	return err
 }
 
 // Close stops the owner goroutine after the requests already queued, and
@@ -412,7 +429,7 @@ func (s *Store) own() {
 		// passed on by the syncer), and make them durable together. A
 		// non-commit request met on the way is served after the batch,
 		// in order.
-		ready, _ := s.ready.take()
+		ready, _, _ := s.ready.take()
 		batch = append(batch, ready...)
 		var next *request
 	gather:
@@ -447,7 +464,7 @@ func (s *Store) serve(req request) {
 
 // drain answers the requests still queued at Close, so no caller hangs.
 func (s *Store) drain() {
-	ready, _ := s.ready.take()
+	ready, _, _ := s.ready.take()
 	for _, c := range ready {
 		c.reply <- commitResult{err: ErrClosed}
 	}

@@ -64,17 +64,24 @@ type syncReq struct {
 // commits of spools sent back it is done with (those, or answered itself),
 // so the syncer waits for them no longer. The syncer passes on the commits
 // whose spools it made durable (ready), for the owner to rename.
+//
+// With claims (claim.go), the owner answers the claimed commits itself, and
+// hands them to the syncer (unlinks), to unlink their spools' names in tmp/
+// once a flush has made their links into data/ durable. The spool files
+// are the syncer's from then on.
 type handBack struct {
 	mu      sync.Mutex
 	commits []*commit
 	settled int
+	unlinks []*commit
 	wake    chan struct{} // one slot: something was put
 }
 
-func (hb *handBack) put(commits []*commit, settled int) {
+func (hb *handBack) put(commits []*commit, settled int, unlinks []*commit) {
 	hb.mu.Lock()
 	hb.commits = append(hb.commits, commits...)
 	hb.settled += settled
+	hb.unlinks = append(hb.unlinks, unlinks...)
 	hb.mu.Unlock()
 	select {
 	case hb.wake <- struct{}{}:
@@ -82,12 +89,12 @@ func (hb *handBack) put(commits []*commit, settled int) {
 	}
 }
 
-func (hb *handBack) take() ([]*commit, int) {
+func (hb *handBack) take() ([]*commit, int, []*commit) {
 	hb.mu.Lock()
 	defer hb.mu.Unlock()
-	c, n := hb.commits, hb.settled
-	hb.commits, hb.settled = nil, 0
-	return c, n
+	c, n, u := hb.commits, hb.settled, hb.unlinks
+	hb.commits, hb.settled, hb.unlinks = nil, 0, nil
+	return c, n, u
 }
 
 // syncLoop is the syncer goroutine. It runs until the owner has exited, so
@@ -148,11 +155,17 @@ func (s *Store) syncLoop() {
 type syncBatch struct {
 	spools  []syncReq
 	commits []*commit
+	// Claimed commits whose spools are linked into data/ (or found there),
+	// their names in tmp/ to unlink once a flush has covered the links.
+	// They stay until one succeeds.
+	unlinks []*commit
 }
 
 func (b *syncBatch) reset()        { b.spools, b.commits = b.spools[:0], b.commits[:0] }
 func (b *syncBatch) add(r syncReq) { b.spools = append(b.spools, r) }
-func (b *syncBatch) empty() bool   { return len(b.spools) == 0 && len(b.commits) == 0 }
+func (b *syncBatch) empty() bool {
+	return len(b.spools) == 0 && len(b.commits) == 0 && len(b.unlinks) == 0
+}
 
 // gather adds every spool waiting and everything handed back to b, and
 // returns how many spools the owner says it is done with.
@@ -166,17 +179,19 @@ func (s *Store) gather(b *syncBatch) int {
 		}
 		break
 	}
-	commits, settled := s.back.take()
+	commits, settled, unlinks := s.back.take()
 	b.commits = append(b.commits, commits...)
+	b.unlinks = append(b.unlinks, unlinks...)
 	return settled
 }
 
 // flush makes a batch durable with one flush and answers it: the writers
 // of spools without a commit, and the commits handed back. The commits of
 // the spools it made durable go on to the owner, unless it has exited
-// (ownerGone). It returns how many went on, and how many commits it
-// acknowledged.
-func (s *Store) flush(b *syncBatch, ownerGone bool) (int, int) {
+// (ownerGone). It returns how many went on whose renames the syncer waits
+// for (the unclaimed), and how many writers are likely to send a spool
+// next: those it acknowledged, and those the owner will (the claimed).
+func (s *Store) flush(b *syncBatch, ownerGone bool) (pending, expect int) {
 	if b.empty() {
 		return 0, 0
 	}
@@ -206,16 +221,20 @@ func (s *Store) flush(b *syncBatch, ownerGone bool) (int, int) {
 	switch {
 	case len(b.spools) == 0:
 		err = s.syncDir(s.dataDir)
-	case len(b.spools) == 1 && len(b.commits) == 0:
+	case len(b.spools) == 1 && len(b.commits) == 0 && len(b.unlinks) == 0:
 		err = oldest.Sync()
 		epoch = 0 // a file's fsync covers no rename
 	default:
 		// One flush for all: the spools' content, and data/ with the
-		// renames.
+		// renames and links.
 		err = s.syncFS(oldest)
 	}
 	if err == nil && epoch > 0 {
 		s.markSynced(epoch, start)
+	}
+	if err == nil || ownerGone {
+		s.unlinkClaimed(b.unlinks, err == nil)
+		b.unlinks = b.unlinks[:0]
 	}
 	var ready []*commit
 	for _, r := range b.spools {
@@ -228,22 +247,49 @@ func (s *Store) flush(b *syncBatch, ownerGone bool) (int, int) {
 			r.c.reply <- commitResult{err: ErrClosed}
 		default:
 			ready = append(ready, r.c)
+			if r.c.claimed {
+				expect++
+			} else {
+				r.c.awaited = true
+				pending++
+			}
 		}
 	}
-	acked := 0
 	for _, c := range b.commits {
 		if err != nil {
 			c.err = blobErr(c.sum, fmt.Errorf("syncing data/: %w", err))
 		}
 		if c.err == nil {
-			acked++
+			expect++
 		}
 		c.reply <- commitResult{err: c.err}
 	}
 	if len(ready) > 0 {
-		s.ready.put(ready, 0)
+		s.ready.put(ready, 0, nil)
 	}
-	return len(ready), acked
+	return pending, expect
+}
+
+// unlinkClaimed removes the names in tmp/ of claimed spools whose links
+// into data/ are durable (unless !durable: the store is closing after a
+// failed flush, and the next Open finds them), and closes their files. A
+// blob's good verdict is carried over the unlink, which moves its ctime.
+func (s *Store) unlinkClaimed(cs []*commit, durable bool) {
+	s.verdicts.hold()
+	defer s.verdicts.release()
+	for _, c := range cs {
+		if durable {
+			before, err := c.f.Stat()
+			s.removeTemp(c.tmp)
+			if err == nil && c.renamed {
+				if after, err := c.f.Stat(); err == nil {
+					s.verdicts.refresh(c.sum, before, after)
+				}
+			}
+		}
+		c.f.Close()
+		s.claims.out.Add(-1)
+	}
 }
 
 // syncfs makes everything written to f's file system durable. syncfs(2)

@@ -42,8 +42,9 @@ type verdictCache struct {
 	out   *os.File // append handle, opened lazily
 	lines int      // records in the log, as far as this process knows
 	// While held, records wait in pending and go to the log in one write
-	// at release: the owner holds the log over a batch of commits.
-	held    bool
+	// at the last release: the owner holds the log over a batch of
+	// commits, the syncer over the claimed spools it unlinks.
+	held    int
 	pending []byte
 }
 
@@ -56,6 +57,9 @@ const logSlack = 4
 type verdict struct {
 	key verdictKey
 	ok  bool
+	// prev is the version before the last refresh, still good for a stat
+	// taken before it: it was verified as much as key.
+	prev verdictKey
 }
 
 // verdictKey identifies one version of a blob file.
@@ -84,7 +88,7 @@ func (vc *verdictCache) lookup(h Hash, fi os.FileInfo) (ok, known bool) {
 	vc.mu.Lock()
 	defer vc.mu.Unlock()
 	v, found := vc.m[h]
-	if !found || v.key != k {
+	if !found || (v.key != k && v.prev != k) {
 		vc.misses.Add(1)
 		return false, false
 	}
@@ -98,33 +102,58 @@ func (vc *verdictCache) record(h Hash, fi os.FileInfo, ok bool) {
 	v := verdict{key: k, ok: ok}
 	vc.mu.Lock()
 	defer vc.mu.Unlock()
-	if old, found := vc.m[h]; found && old == v {
+	if old, found := vc.m[h]; found && old.key == v.key && old.ok == v.ok {
 		return
 	}
 	vc.put(h, v)
+	vc.write(h, v)
+}
+
+// write logs a verdict: now, or at the last release. Locked.
+func (vc *verdictCache) write(h Hash, v verdict) {
 	if vc.readOnly {
 		return
 	}
 	rec := formatVerdict(h, v)
-	if vc.held {
+	if vc.held > 0 {
 		vc.pending = append(vc.pending, rec...)
 		return
 	}
 	vc.append(rec)
 }
 
+// refresh carries a good verdict over to the version after a change of the
+// file's own making: the unlink of a claimed spool's second name, which
+// moves only its ctime. before is the file as it was just before the
+// change; a verdict that no longer matches it is left alone.
+func (vc *verdictCache) refresh(h Hash, before, after os.FileInfo) {
+	vc.load.Do(vc.readLog)
+	kb, ka := keyOf(before), keyOf(after)
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	v, found := vc.m[h]
+	if !found || !v.ok || v.key != kb || kb == ka {
+		return
+	}
+	v = verdict{key: ka, ok: true, prev: kb}
+	vc.m[h] = v
+	vc.write(h, v)
+}
+
 // hold makes records wait until release, which writes them to the log at
 // once.
 func (vc *verdictCache) hold() {
 	vc.mu.Lock()
-	vc.held = true
+	vc.held++
 	vc.mu.Unlock()
 }
 
 func (vc *verdictCache) release() {
 	vc.mu.Lock()
 	defer vc.mu.Unlock()
-	vc.held = false
+	if vc.held--; vc.held > 0 {
+		return
+	}
 	if len(vc.pending) > 0 && !vc.readOnly {
 		vc.append(vc.pending)
 	}

@@ -1,0 +1,110 @@
+package store
+
+import (
+	"errors"
+	"os"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// A claim lets a small blob be acknowledged after one flush instead of two.
+//
+// Without one, a blob's content must be durable before its rename into
+// data/ (else a crash could leave a torn blob under a good name), and the
+// rename durable before the writer is told: two flushes, one after the
+// other. With a claim, the writer marks its spool with the hash it must
+// have (an extended attribute), and one flush makes content and mark
+// durable together. The owner then links the spool into data/ and answers
+// at once; the spool's name in tmp/ stays until a later flush has made the
+// link durable, and only then does the syncer unlink it.
+//
+// A crash in between leaves a spool in tmp/ that carries a claim. Open
+// hashes it: content that matches its claim was (or may have been)
+// acknowledged, and is put in data/ if it is not there whole; content that
+// does not was never acknowledged (its flush did not finish), and is
+// removed like any leftover. A spool without a claim is removed as before.
+//
+// Where a file system refuses user extended attributes, stores go the way
+// of two flushes.
+
+// claimAttr is the extended attribute holding a spool's claimed hash, the
+// 20 bytes of its SHA-1.
+const claimAttr = "user.theater-storefs.sha1"
+
+// claims is cleared once a file system refuses a claim.
+type claims struct {
+	refused atomic.Bool
+	// out counts claimed spools linked (or found) in data/ whose names
+	// in tmp/ the syncer has not unlinked yet.
+	out atomic.Int64
+}
+
+// mark sets f's claim to h, and reports whether it holds one.
+func (cl *claims) mark(fd int, h Hash) bool {
+	if cl.refused.Load() {
+		return false
+	}
+	err := unix.Fsetxattr(fd, claimAttr, h[:], 0)
+	if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EPERM) {
+		cl.refused.Store(true)
+	}
+	return err == nil
+}
+
+// readClaim returns the hash a spool claims, if it carries one.
+func readClaim(fd int) (Hash, bool) {
+	var h Hash
+	n, err := unix.Fgetxattr(fd, claimAttr, h[:])
+	return h, err == nil && n == len(h)
+}
+
+// rescue makes sure the content of a leftover claimed spool (f, tmp/name)
+// is in data/ whole and durable, if it hashes to its claim h: its commit
+// may have been acknowledged. Content that does not match was never
+// acknowledged. A nil error means the spool may go.
+func (s *Store) rescue(name string, f *os.File, h Hash, do func(func() error) error) error {
+	sum, _, err := HashReader(f)
+	if err != nil || sum != h {
+		return nil // torn or cut short: its flush never finished
+	}
+	spool, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi, err := s.data.Lstat(h.String()); err == nil && (os.SameFile(fi, spool) || s.holds(h, fi)) {
+		// In place (the link made, or another copy that is whole); the
+		// name may not be durable yet.
+		return s.syncData()
+	}
+	err = do(func() error {
+		tmp, data := int(s.tmpDir.Fd()), int(s.dataDir.Fd())
+		err := unix.Linkat(tmp, name, data, h.String(), 0)
+		if errors.Is(err, unix.EEXIST) {
+			// Not whole, as seen above: the good copy takes its place.
+			err = unix.Renameat(tmp, name, data, h.String())
+		}
+		if err != nil {
+			return err
+		}
+		return s.syncData()
+	})
+	if err == nil {
+		s.log.Info("recovered a blob from an interrupted commit", "hash", h.String())
+	}
+	return err
+}
+
+// holds reports whether the regular file fi in data/ hashes to h.
+func (s *Store) holds(h Hash, fi os.FileInfo) bool {
+	if !fi.Mode().IsRegular() {
+		return false
+	}
+	f, err := s.data.Open(h.String())
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sum, _, err := HashReader(f)
+	return err == nil && sum == h
+}

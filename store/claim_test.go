@@ -1,0 +1,199 @@
+package store_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/theater-storefs/theater-storefs/store"
+)
+
+// The claim's attribute, as the store writes it (claim.go).
+const claimAttr = "user.theater-storefs.sha1"
+
+// leftoverSpool writes a spool file into dir's tmp/ as a crashed writer
+// would leave it, claiming claim (nil: no claim).
+func leftoverSpool(t *testing.T, dir string, content, claim []byte) string {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(dir, store.TmpDir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, store.TmpDir, "spool-0123456789abcdef01234567")
+	if err := os.WriteFile(path, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if claim != nil {
+		if err := unix.Setxattr(path, claimAttr, claim, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return path
+}
+
+// A crash can leave a claimed spool in tmp/: its commit may have been
+// acknowledged, its link into data/ not durable. Open puts good content
+// in data/ unless a whole copy is there, and removes the spool either way.
+func TestClaimedLeftovers(t *testing.T) {
+	content := []byte("acknowledged after one flush\n")
+	h := sha(content)
+	for _, tc := range []struct {
+		name     string
+		spool    []byte // the spool's content
+		claim    []byte
+		inData   []byte // data/<h> before Open; nil: none
+		linked   bool   // data/<h> is the spool's second link
+		wantData []byte // data/<h> after Open; nil: none
+		kept     bool   // data/<h> keeps its inode
+	}{
+		{name: "link lost", spool: content, claim: h[:], wantData: content},
+		{name: "linked", spool: content, claim: h[:], linked: true, wantData: content, kept: true},
+		{name: "whole copy in data", spool: content, claim: h[:], inData: content, wantData: content, kept: true},
+		{name: "corrupt copy in data", spool: content, claim: h[:], inData: bytes.ToUpper(content), wantData: content},
+		{name: "cut short", spool: content[:10], claim: h[:]},
+		{name: "torn", spool: bytes.ToUpper(content), claim: h[:]},
+		{name: "no claim", spool: content},
+		{name: "claim of another length", spool: content, claim: h[:10]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "store")
+			spool := leftoverSpool(t, dir, tc.spool, tc.claim)
+			blob := filepath.Join(dir, store.DataDir, h.String())
+			if err := os.MkdirAll(filepath.Dir(blob), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tc.linked:
+				if err := os.Link(spool, blob); err != nil {
+					t.Fatal(err)
+				}
+			case tc.inData != nil:
+				if err := os.WriteFile(blob, tc.inData, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var ino uint64
+			if tc.kept {
+				ino = inode(t, blob)
+			}
+			s := openAt(t, dir, store.Options{})
+			if left := tmpSpools(t, s, dir); len(left) != 0 {
+				t.Fatalf("tmp/ = %v after Open", left)
+			}
+			got, err := os.ReadFile(blob)
+			switch {
+			case tc.wantData == nil && !os.IsNotExist(err):
+				t.Fatalf("data/%s = %q, %v; want none", h, got, err)
+			case tc.wantData != nil && !bytes.Equal(got, tc.wantData):
+				t.Fatalf("data/%s = %q, %v; want %q", h, got, err, tc.wantData)
+			}
+			if tc.kept && inode(t, blob) != ino {
+				t.Fatal("the blob in data/ was replaced")
+			}
+			if tc.wantData != nil {
+				if b, err := s.Get(bg, h); err != nil || !bytes.Equal(b, content) {
+					t.Fatalf("Get = %q, %v", b, err)
+				}
+			}
+		})
+	}
+}
+
+// A claimed spool locked at Open (its process was still being torn down)
+// is recovered, through the owner, once the lock goes.
+func TestClaimedLeftoverRetried(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	content := []byte("its writer was killed a moment ago")
+	h := sha(content)
+	spool := leftoverSpool(t, dir, content, h[:])
+	f, err := os.Open(spool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	s := openAt(t, dir, store.Options{})
+	if ok, err := s.Exists(bg, h); err != nil || ok {
+		t.Fatalf("Exists while the spool is locked = %v, %v; want false", ok, err)
+	}
+	f.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if ok, err := s.Exists(bg, h); err != nil || ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the claimed spool was not recovered once unlocked")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if b, err := s.Get(bg, h); err != nil || !bytes.Equal(b, content) {
+		t.Fatalf("Get = %q, %v", b, err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for slices.Contains(tmpSpools(t, nil, dir), filepath.Base(spool)) {
+		if time.Now().After(deadline) {
+			t.Fatal("the recovered spool stayed in tmp/")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A claimed store is acknowledged once its spool is durable; its name in
+// tmp/ stays until a sync of data/ succeeds, so a failed one loses nothing.
+func TestClaimKeptWhileDataUnsynced(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	s := openAt(t, dir, store.Options{})
+	var count int
+	syncs := store.FailDataSyncs(s, 1, &count)
+	h := mustStore(t, s, "acknowledged, its link not durable")
+	deadline := time.Now().Add(10 * time.Second)
+	for syncs() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no sync of data/ after the store")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if store.ClaimsOut(s) != 1 {
+		t.Fatalf("%d claimed spools kept after the sync of data/ failed, want 1", store.ClaimsOut(s))
+	}
+	var kept []string
+	for _, name := range tmpSpools(t, nil, dir) {
+		var claim store.Hash
+		if n, err := unix.Getxattr(filepath.Join(dir, store.TmpDir, name), claimAttr, claim[:]); err == nil && n == len(claim) && claim == h {
+			kept = append(kept, name)
+		}
+	}
+	if len(kept) != 1 {
+		t.Fatalf("tmp/ = %v, want the claimed spool of %s kept", tmpSpools(t, nil, dir), h)
+	}
+	h2 := mustStore(t, s, "the next flush succeeds")
+	if left := tmpSpools(t, s, dir); len(left) != 0 {
+		t.Fatalf("tmp/ = %v once a flush succeeded", left)
+	}
+	for _, h := range []store.Hash{h, h2} {
+		if ok, err := s.Exists(bg, h); err != nil || !ok {
+			t.Fatalf("Exists(%s) = %v, %v", h, ok, err)
+		}
+	}
+}
+
+// Where claims are refused (no extended attributes), a store waits for its
+// rename to be durable: nothing of it is left in tmp/ when it returns.
+func TestClaimsRefused(t *testing.T) {
+	s, dir := newStore(t)
+	store.RefuseClaims(s)
+	store.StopSpoolMaker(s)
+	h := mustStore(t, s, "two flushes")
+	if left := tmpSpools(t, nil, dir); len(left) != 0 {
+		t.Fatalf("tmp/ = %v when the store returned", left)
+	}
+	if _, err := unix.Getxattr(blobPath(dir, h), claimAttr, make([]byte, 20)); err == nil {
+		t.Fatal("the blob carries a claim")
+	}
+}
