@@ -188,6 +188,11 @@ type crashLoop struct {
 	cliMu   sync.Mutex
 	cliPIDs map[int]bool // CLI writers running now
 
+	// Label-less puts (claimed spools, one flush each): their hashes,
+	// attempted and acknowledged.
+	bareMu          sync.Mutex
+	bareTried, bare []string
+
 	checked map[string]int64 // blobs already hashed true: name -> size
 }
 
@@ -329,6 +334,8 @@ func TestCrashLoop(t *testing.T) {
 		})
 	}
 
+	wg.Go(func() { c.barePuts(rand.New(rand.NewPCG(seed, uint64(len(writers)+1)))) })
+
 	var fig crashFigures
 	stopWriters := func() {
 		if !c.stop.Swap(true) {
@@ -359,8 +366,10 @@ func TestCrashLoop(t *testing.T) {
 		}
 		return true
 	})
+	fig.attempted += len(c.bareTried)
+	fig.acked += len(c.bare)
 	t.Logf("crash loop: %s", fig)
-	perWriter := map[string][2]int{}
+	perWriter := map[string][2]int{"cli-put": {len(c.bareTried), len(c.bare)}}
 	c.labels.Range(func(_, v any) bool {
 		for _, a := range v.(*crashLabel).attempts {
 			n := perWriter[a.writer]
@@ -448,34 +457,69 @@ func (c *crashLoop) shCp(l *crashLabel, src string) bool {
 // it; acknowledged when it exits 0 printing the hash.
 func (c *crashLoop) cliPut(replace bool) func(*crashLabel, string) bool {
 	return func(l *crashLabel, src string) bool {
-		args := []string{"--store", c.store, "put", "--label", l.name}
+		args := []string{"put", "--label", l.name}
 		if replace {
 			args = append(args, "--replace")
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-		defer cancel()
-		cmd := command(ctx, "/", "", bin, append(args, src)...)
-		var out strings.Builder
-		cmd.Stdout = &out
-		c.cliMu.Lock()
-		err := cmd.Start()
-		if err == nil {
-			c.cliPIDs[cmd.Process.Pid] = true
-		}
-		c.cliMu.Unlock()
-		if err != nil {
+		return c.runPut(args, src)
+	}
+}
+
+// runPut runs `put ARGS src` on the store, killable by killCLIs; it is
+// acknowledged when it exits 0 printing src's hash.
+func (c *crashLoop) runPut(args []string, src string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := command(ctx, "/", "", bin, append(append([]string{"--store", c.store}, args...), src)...)
+	var out strings.Builder
+	cmd.Stdout = &out
+	c.cliMu.Lock()
+	err := cmd.Start()
+	if err == nil {
+		c.cliPIDs[cmd.Process.Pid] = true
+	}
+	c.cliMu.Unlock()
+	if err != nil {
+		c.t.Error(err)
+		return false
+	}
+	err = cmd.Wait()
+	c.cliMu.Lock()
+	delete(c.cliPIDs, cmd.Process.Pid)
+	c.cliMu.Unlock()
+	if ctx.Err() != nil {
+		c.t.Errorf("%s: no exit within %v", strings.Join(args, " "), cmdTimeout)
+	}
+	b, _ := os.ReadFile(src)
+	return err == nil && strings.TrimSpace(out.String()) == sha1Hex(b)
+}
+
+// barePuts stores new content with a label-less `put` until the loop
+// stops: each is acknowledged after one flush, its link into data/ made
+// durable by a later one, so a kill in between must find it put back.
+func (c *crashLoop) barePuts(r *rand.Rand) {
+	for seq := 0; !c.stop.Load(); seq++ {
+		body := content(r, "bare", seq, false)
+		src := filepath.Join(c.scratch, fmt.Sprintf("bare-%d", seq))
+		if err := os.WriteFile(src, body, 0o644); err != nil {
 			c.t.Error(err)
-			return false
+			return
 		}
-		err = cmd.Wait()
-		c.cliMu.Lock()
-		delete(c.cliPIDs, cmd.Process.Pid)
-		c.cliMu.Unlock()
-		if ctx.Err() != nil {
-			c.t.Errorf("put --label %s: no exit within %v", l.name, cmdTimeout)
+		c.gate.RLock()
+		if c.stop.Load() {
+			c.gate.RUnlock()
+			os.Remove(src)
+			return
 		}
-		b, _ := os.ReadFile(src)
-		return err == nil && strings.TrimSpace(out.String()) == sha1Hex(b)
+		ok := c.runPut([]string{"put"}, src)
+		c.bareMu.Lock()
+		c.bareTried = append(c.bareTried, sha1Hex(body))
+		if ok {
+			c.bare = append(c.bare, sha1Hex(body))
+		}
+		c.bareMu.Unlock()
+		c.gate.RUnlock()
+		os.Remove(src)
 	}
 }
 
@@ -594,6 +638,15 @@ func (c *crashLoop) audit(fig *crashFigures, full bool) {
 	if len(left) > 0 {
 		problem(&fig.leftovers, "tmp/ after the remount holds %q besides verified", left)
 	}
+
+	// Every acknowledged label-less put is in data/.
+	c.bareMu.Lock()
+	for _, h := range c.bare {
+		if !blobs[h] {
+			problem(&fig.lost, "data/%s: acknowledged label-less put lost", h)
+		}
+	}
+	c.bareMu.Unlock()
 
 	// Every acknowledged write is there, or a later write of its label.
 	c.labels.Range(func(_, v any) bool {

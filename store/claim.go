@@ -17,7 +17,8 @@ import (
 // have (an extended attribute), and one flush makes content and mark
 // durable together. The owner then links the spool into data/ and answers
 // at once; the spool's name in tmp/ stays until a later flush has made the
-// link durable, and only then does the syncer unlink it.
+// link durable, and only then does the syncer unlink it, and remove the
+// claim: blobs in data/ keep none.
 //
 // A crash in between leaves a spool in tmp/ that carries a claim. Open
 // hashes it: content that matches its claim was (or may have been)
@@ -59,6 +60,11 @@ func readClaim(fd int) (Hash, bool) {
 	return h, err == nil && n == len(h)
 }
 
+// unclaim removes a claim from a blob in data/: once its name there is
+// durable the claim has no use, and tmp/ is all a store of ours adds to
+// Theater's. A claim left behind (a crash just then) is harmless.
+func unclaim(fd int) { unix.Fremovexattr(fd, claimAttr) }
+
 // rescue makes sure the content of a leftover claimed spool (f, tmp/name)
 // is in data/ whole and durable, if it hashes to its claim h: its commit
 // may have been acknowledged. Content that does not match was never
@@ -75,7 +81,11 @@ func (s *Store) rescue(name string, f *os.File, h Hash, do func(func() error) er
 	if fi, err := s.data.Lstat(h.String()); err == nil && (os.SameFile(fi, spool) || s.holds(h, fi)) {
 		// In place (the link made, or another copy that is whole); the
 		// name may not be durable yet.
-		return s.syncData()
+		if err := s.syncData(); err != nil {
+			return err
+		}
+		unclaim(int(f.Fd()))
+		return nil
 	}
 	err = do(func() error {
 		tmp, data := int(s.tmpDir.Fd()), int(s.dataDir.Fd())
@@ -90,6 +100,7 @@ func (s *Store) rescue(name string, f *os.File, h Hash, do func(func() error) er
 		return s.syncData()
 	})
 	if err == nil {
+		unclaim(int(f.Fd()))
 		s.log.Info("recovered a blob from an interrupted commit", "hash", h.String())
 	}
 	return err

@@ -35,6 +35,12 @@ func leftoverSpool(t *testing.T, dir string, content, claim []byte) string {
 	return path
 }
 
+// claimed reports whether the file at path carries a claim.
+func claimed(path string) bool {
+	_, err := unix.Getxattr(path, claimAttr, make([]byte, 20))
+	return err == nil
+}
+
 // A crash can leave a claimed spool in tmp/: its commit may have been
 // acknowledged, its link into data/ not durable. Open puts good content
 // in data/ unless a whole copy is there, and removes the spool either way.
@@ -93,6 +99,9 @@ func TestClaimedLeftovers(t *testing.T) {
 			}
 			if tc.kept && inode(t, blob) != ino {
 				t.Fatal("the blob in data/ was replaced")
+			}
+			if tc.wantData != nil && claimed(blob) {
+				t.Fatal("the blob in data/ keeps its claim")
 			}
 			if tc.wantData != nil {
 				if b, err := s.Get(bg, h); err != nil || !bytes.Equal(b, content) {
@@ -180,6 +189,9 @@ func TestClaimKeptWhileDataUnsynced(t *testing.T) {
 		if ok, err := s.Exists(bg, h); err != nil || !ok {
 			t.Fatalf("Exists(%s) = %v, %v", h, ok, err)
 		}
+		if claimed(blobPath(dir, h)) {
+			t.Fatalf("data/%s keeps its claim once its link is durable", h)
+		}
 	}
 }
 
@@ -193,7 +205,7 @@ func TestClaimsRefused(t *testing.T) {
 	if left := tmpSpools(t, nil, dir); len(left) != 0 {
 		t.Fatalf("tmp/ = %v when the store returned", left)
 	}
-	if _, err := unix.Getxattr(blobPath(dir, h), claimAttr, make([]byte, 20)); err == nil {
+	if claimed(blobPath(dir, h)) {
 		t.Fatal("the blob carries a claim")
 	}
 }

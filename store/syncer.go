@@ -276,15 +276,19 @@ func (s *Store) flush(b *syncBatch, ownerGone bool) (pending, expect int) {
 }
 
 // unlinkClaimed removes the names in tmp/ of claimed spools whose links
-// into data/ are durable (unless !durable: the store is closing after a
-// failed flush, and the next Open finds them), and closes their files. A
-// blob's good verdict is carried over the unlink, which moves its ctime.
+// into data/ are durable, and their claims, which a blob in data/ does not
+// keep (unless !durable: the store is closing after a failed flush, and
+// the next Open finds them); then it closes their files. A blob's good
+// verdict is carried over these changes, which move its ctime.
 func (s *Store) unlinkClaimed(cs []*commit, durable bool) {
 	s.verdicts.hold()
 	defer s.verdicts.release()
 	for _, c := range cs {
 		if durable {
 			before, err := c.f.Stat()
+			if c.renamed {
+				unclaim(int(c.f.Fd()))
+			}
 			s.removeTemp(c.tmp)
 			if err == nil && c.renamed {
 				if after, err := c.f.Stat(); err == nil {
