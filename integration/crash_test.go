@@ -308,25 +308,18 @@ func TestCrashLoop(t *testing.T) {
 					l = c.label(w.own[wr.IntN(len(w.own))], w.name == "cli-append")
 				}
 				body := content(wr, l.name, seq, w.big)
-				src := filepath.Join(c.scratch, fmt.Sprintf("%s-%d", w.name, seq))
-				if err := os.WriteFile(src, body, 0o644); err != nil {
-					t.Error(err)
+				ok, stopped := c.attempt(fmt.Sprintf("%s-%d", w.name, seq), body, func(src string) bool {
+					l.mu.Lock()
+					defer l.mu.Unlock()
+					i := len(l.attempts)
+					l.attempts = append(l.attempts, crashAttempt{hash: sha1Hex(body), writer: w.name})
+					ok := w.fn(l, src)
+					l.attempts[i].acked = ok
+					return ok
+				})
+				if stopped {
 					return
 				}
-				c.gate.RLock()
-				if c.stop.Load() {
-					c.gate.RUnlock()
-					os.Remove(src)
-					return
-				}
-				l.mu.Lock()
-				i := len(l.attempts)
-				l.attempts = append(l.attempts, crashAttempt{hash: sha1Hex(body), writer: w.name})
-				ok := w.fn(l, src)
-				l.attempts[i].acked = ok
-				l.mu.Unlock()
-				c.gate.RUnlock()
-				os.Remove(src)
 				if !ok {
 					time.Sleep(time.Duration(10+wr.IntN(20)) * time.Millisecond) // the mount is down
 				}
@@ -498,29 +491,39 @@ func (c *crashLoop) runPut(args []string, src string) bool {
 // stops: each is acknowledged after one flush, its link into data/ made
 // durable by a later one, so a kill in between must find it put back.
 func (c *crashLoop) barePuts(r *rand.Rand) {
-	for seq := 0; !c.stop.Load(); seq++ {
+	for seq := 0; ; seq++ {
 		body := content(r, "bare", seq, false)
-		src := filepath.Join(c.scratch, fmt.Sprintf("bare-%d", seq))
-		if err := os.WriteFile(src, body, 0o644); err != nil {
-			c.t.Error(err)
+		ok, stopped := c.attempt(fmt.Sprintf("bare-%d", seq), body, func(src string) bool {
+			return c.runPut([]string{"put"}, src)
+		})
+		if stopped {
 			return
 		}
-		c.gate.RLock()
-		if c.stop.Load() {
-			c.gate.RUnlock()
-			os.Remove(src)
-			return
-		}
-		ok := c.runPut([]string{"put"}, src)
 		c.bareMu.Lock()
 		c.bareTried = append(c.bareTried, sha1Hex(body))
 		if ok {
 			c.bare = append(c.bare, sha1Hex(body))
 		}
 		c.bareMu.Unlock()
-		c.gate.RUnlock()
-		os.Remove(src)
 	}
+}
+
+// attempt writes body to a scratch file called name and runs write on it,
+// holding the gate shared; stopped says the loop is ending (or the file
+// could not be written), and nothing was run.
+func (c *crashLoop) attempt(name string, body []byte, write func(src string) bool) (ok, stopped bool) {
+	src := filepath.Join(c.scratch, name)
+	if err := os.WriteFile(src, body, 0o644); err != nil {
+		c.t.Error(err)
+		return false, true
+	}
+	defer os.Remove(src)
+	c.gate.RLock()
+	defer c.gate.RUnlock()
+	if c.stop.Load() {
+		return false, true
+	}
+	return write(src), false
 }
 
 // killCLIs kills the CLI writers running now.
