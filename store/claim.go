@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"sync/atomic"
 
@@ -74,48 +75,71 @@ func (s *Store) rescue(name string, f *os.File, h Hash, do func(func() error) er
 	if err != nil || sum != h {
 		return nil // torn or cut short: its flush never finished
 	}
+	// Its writer may have died before the flush: what was read back may
+	// be only in the page cache. So it is flushed, with its link count if
+	// it is linked into data/ already, before anything depends on it.
+	if err := f.Sync(); err != nil {
+		return err
+	}
 	spool, err := f.Stat()
 	if err != nil {
 		return err
 	}
-	if fi, err := s.data.Lstat(h.String()); err == nil && (os.SameFile(fi, spool) || s.holds(h, fi)) {
-		// In place (the link made, or another copy that is whole); the
-		// name may not be durable yet.
-		if err := s.syncData(); err != nil {
-			return err
-		}
-		unclaim(int(f.Fd()))
-		return nil
+	placed, err := s.placed(h, spool)
+	if err != nil {
+		return err
 	}
-	err = do(func() error {
-		tmp, data := int(s.tmpDir.Fd()), int(s.dataDir.Fd())
-		err := unix.Linkat(tmp, name, data, h.String(), 0)
-		if errors.Is(err, unix.EEXIST) {
-			// Not whole, as seen above: the good copy takes its place.
-			err = unix.Renameat(tmp, name, data, h.String())
-		}
+	if !placed {
+		err = do(func() error {
+			tmp, data := int(s.tmpDir.Fd()), int(s.dataDir.Fd())
+			err := unix.Linkat(tmp, name, data, h.String(), 0)
+			if errors.Is(err, unix.EEXIST) {
+				// Put there since it was looked for.
+				if placed, err = s.placed(h, spool); err != nil || placed {
+					return err
+				}
+				// Not whole: the good copy takes its place.
+				return unix.Renameat(tmp, name, data, h.String())
+			}
+			if err == nil {
+				err = f.Sync() // its link count, now 2
+			}
+			return err
+		})
 		if err != nil {
 			return err
 		}
-		return s.syncData()
-	})
-	if err == nil {
-		unclaim(int(f.Fd()))
 		s.log.Info("recovered a blob from an interrupted commit", "hash", h.String())
 	}
-	return err
+	if err := s.syncData(); err != nil {
+		return err
+	}
+	unclaim(int(f.Fd()))
+	return nil
 }
 
-// holds reports whether the regular file fi in data/ hashes to h.
-func (s *Store) holds(h Hash, fi os.FileInfo) bool {
-	if !fi.Mode().IsRegular() {
-		return false
+// placed reports whether data/ holds the blob h whole and durable: the
+// spool itself, linked, or another copy, which is flushed here (a crashed
+// writer's, or Theater's, may be in the page cache alone).
+func (s *Store) placed(h Hash, spool os.FileInfo) (bool, error) {
+	fi, err := s.data.Lstat(h.String())
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	case err != nil:
+		return false, err
+	case os.SameFile(fi, spool):
+		return true, nil
+	case !fi.Mode().IsRegular():
+		return false, nil
 	}
 	f, err := s.data.Open(h.String())
 	if err != nil {
-		return false
+		return false, err
 	}
 	defer f.Close()
-	sum, _, err := HashReader(f)
-	return err == nil && sum == h
+	if sum, _, err := HashReader(f); err != nil || sum != h {
+		return false, nil
+	}
+	return true, f.Sync()
 }

@@ -2,9 +2,12 @@ package store_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,44 +156,91 @@ func TestClaimedLeftoverRetried(t *testing.T) {
 	}
 }
 
-// A claimed store is acknowledged once its spool is durable; its name in
-// tmp/ stays until a sync of data/ succeeds, so a failed one loses nothing.
-func TestClaimKeptWhileDataUnsynced(t *testing.T) {
+// A claimed store is acknowledged once its spool is durable. Its name in
+// tmp/ goes only after a flush that covers its link succeeds: after a
+// failed one no later flush can be trusted with it (the kernel reports a
+// lost write once), so the spool stays for the next Open to put back.
+func TestClaimKeptAfterFailedFlush(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "store")
 	s := openAt(t, dir, store.Options{})
 	var count int
 	syncs := store.FailDataSyncs(s, 1, &count)
+	var fail atomic.Bool
+	var failed atomic.Int64
+	store.FailSyncfs(s, &fail, &failed)
+	fail.Store(true)
+	// One spool alone is flushed with its own fsync; the flush of its
+	// link (and of nothing else) is a syncfs, and fails.
 	h := mustStore(t, s, "acknowledged, its link not durable")
 	deadline := time.Now().Add(10 * time.Second)
-	for syncs() == 0 {
+	for failed.Load() == 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("no sync of data/ after the store")
+			t.Fatal("no flush of the link after the store")
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if store.ClaimsOut(s) != 1 {
-		t.Fatalf("%d claimed spools kept after the sync of data/ failed, want 1", store.ClaimsOut(s))
-	}
+	fail.Store(false)
+	h2 := mustStore(t, s, "the next flush succeeds")
+	waitClaims(t, s)
 	var kept []string
-	for _, name := range tmpSpools(t, nil, dir) {
+	for _, name := range tmpSpools(t, s, dir) {
 		var claim store.Hash
-		if n, err := unix.Getxattr(filepath.Join(dir, store.TmpDir, name), claimAttr, claim[:]); err == nil && n == len(claim) && claim == h {
+		if n, err := unix.Getxattr(filepath.Join(dir, store.TmpDir, name), claimAttr, claim[:]); err == nil && n == len(claim) {
 			kept = append(kept, name)
+			if claim != h {
+				t.Errorf("tmp/%s claims %s, want only %s's spool kept", name, claim, h)
+			}
 		}
 	}
 	if len(kept) != 1 {
 		t.Fatalf("tmp/ = %v, want the claimed spool of %s kept", tmpSpools(t, nil, dir), h)
 	}
-	h2 := mustStore(t, s, "the next flush succeeds")
+	if syncs() != 0 {
+		t.Errorf("%d syncs of data/ alone, want none: a link's flush is a syncfs", syncs())
+	}
+	s.Close()
+	s = openAt(t, dir, store.Options{})
 	if left := tmpSpools(t, s, dir); len(left) != 0 {
-		t.Fatalf("tmp/ = %v once a flush succeeded", left)
+		t.Fatalf("tmp/ = %v after the next Open", left)
 	}
 	for _, h := range []store.Hash{h, h2} {
 		if ok, err := s.Exists(bg, h); err != nil || !ok {
 			t.Fatalf("Exists(%s) = %v, %v", h, ok, err)
 		}
 		if claimed(blobPath(dir, h)) {
-			t.Fatalf("data/%s keeps its claim once its link is durable", h)
+			t.Fatalf("data/%s keeps its claim", h)
+		}
+	}
+}
+
+// Two stores on one directory (two processes) storing the same content at
+// once: a commit that finds the blob changed since it looked renames its
+// spool over it, which then keeps no claim either.
+func TestClaimsSameContentTwoStores(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	a := openAt(t, dir, store.Options{})
+	b := openAt(t, dir, store.Options{})
+	for i := range 100 {
+		c := fmt.Appendf(nil, "same content %d", i)
+		var wg sync.WaitGroup
+		for _, s := range []*store.Store{a, b, a, b} {
+			wg.Go(func() {
+				if _, err := s.Store(bg, c); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	waitClaims(t, a)
+	waitClaims(t, b)
+	names := dataNames(t, dir)
+	if len(names) != 100 {
+		t.Fatalf("data/ holds %d blobs, want 100", len(names))
+	}
+	for _, n := range names {
+		if claimed(filepath.Join(dir, store.DataDir, n)) {
+			t.Fatalf("data/%s keeps a claim", n)
 		}
 	}
 }

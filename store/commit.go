@@ -31,8 +31,9 @@ type commit struct {
 	// (an unclaimed one).
 	awaited bool
 	// Its spool carries a claim (claim.go): once the spool is durable the
-	// owner links it into data/ and answers at once.
-	claimed bool
+	// owner links it into data/ and answers at once (claimed), unless the
+	// commit turns out to need a rename (then only marked).
+	claimed, marked bool
 
 	err     error
 	renamed bool
@@ -345,6 +346,11 @@ func (s *Store) moveSpool(c *commit, name string) error {
 		}
 		// Put there since it was looked for: renamed over, as above.
 		c.claimed = false
+	}
+	if c.marked {
+		// The commit is answered once the rename is durable, so the
+		// claim is no longer needed, and a blob keeps none.
+		unclaim(int(c.f.Fd()))
 	}
 	return unix.Renameat(tmp, c.tmp, data, name)
 }

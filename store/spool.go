@@ -349,7 +349,8 @@ func (sp *Spool) sync(ctx context.Context, c *commit) error {
 		return sp.f.Sync()
 	case c.mode == LabelNone:
 		c.back = true
-		c.claimed = sp.s.claims.mark(int(sp.f.Fd()), c.sum)
+		c.marked = sp.s.claims.mark(int(sp.f.Fd()), c.sum)
+		c.claimed = c.marked
 		return sp.s.groupCommit(ctx, c)
 	default:
 		// A labelled commit, which the owner sends itself: a cancelled

@@ -162,7 +162,6 @@ type syncBatch struct {
 	commits []*commit
 	// Claimed commits whose spools are linked into data/ (or found there),
 	// their names in tmp/ to unlink once a flush has covered the links.
-	// They stay until one succeeds.
 	unlinks []*commit
 }
 
@@ -224,23 +223,29 @@ func (s *Store) flush(b *syncBatch, ownerGone bool) (pending, expect int) {
 	}
 	var err error
 	switch {
-	case len(b.spools) == 0:
+	case len(b.spools) == 0 && len(b.unlinks) == 0:
 		err = s.syncDir(s.dataDir)
 	case len(b.spools) == 1 && len(b.commits) == 0 && len(b.unlinks) == 0:
 		err = oldest.Sync()
 		epoch = 0 // a file's fsync covers no rename
 	default:
-		// One flush for all: the spools' content, and data/ with the
-		// renames and links.
+		// One flush for all: the spools' content, data/ with the
+		// renames and links, and the linked spools' link counts (a
+		// sync of data/ alone would leave those, and a blob found in
+		// place, to chance).
+		if oldest == nil {
+			oldest = s.dataDir
+		}
 		err = s.syncFS(oldest)
 	}
 	if err == nil && epoch > 0 {
 		s.markSynced(epoch, start)
 	}
-	if err == nil || ownerGone {
-		s.unlinkClaimed(b.unlinks, err == nil)
-		b.unlinks = b.unlinks[:0]
-	}
+	// After a failed flush no later one can be trusted with these links:
+	// the kernel reports a lost write once. Their spools stay in tmp/ for
+	// the next Open to put back.
+	s.unlinkClaimed(b.unlinks, err == nil)
+	b.unlinks = b.unlinks[:0]
 	var ready []*commit
 	for _, r := range b.spools {
 		switch {
@@ -277,8 +282,8 @@ func (s *Store) flush(b *syncBatch, ownerGone bool) (pending, expect int) {
 
 // unlinkClaimed removes the names in tmp/ of claimed spools whose links
 // into data/ are durable, and their claims, which a blob in data/ does not
-// keep (unless !durable: the store is closing after a failed flush, and
-// the next Open finds them); then it closes their files. A blob's good
+// keep (unless !durable: the flush failed, and the next Open finds them);
+// then it closes their files. A blob's good
 // verdict is carried over these changes, which move its ctime.
 func (s *Store) unlinkClaimed(cs []*commit, durable bool) {
 	s.verdicts.hold()

@@ -135,6 +135,9 @@ func (vc *verdictCache) refresh(h Hash, before, after os.FileInfo) {
 	if !found || !v.ok || v.key != kb || kb == ka {
 		return
 	}
+	if ka.ino != kb.ino || ka.size != kb.size || ka.mtime != kb.mtime {
+		return // a write came between (or a rename over): not ours alone
+	}
 	v = verdict{key: ka, ok: true, prev: kb}
 	vc.m[h] = v
 	vc.write(h, v)
