@@ -8,7 +8,7 @@
 #   make bench-mount the mount against the same work on the store's files (root, /dev/fuse)
 #   make bench-journal the group commit figure on an ext4 with a journal, on a loop device (root)
 #   make fuzz       each fuzz target of store/ for $(FUZZ_TIME)
-#   make soak       the long crash loop and concurrency soak of integration/ (root, /dev/fuse)
+#   make soak       the long crash loop, concurrency soak and power cuts (root, /dev/fuse, loop devices)
 #   make demo       a walk through the CLI on a scratch store
 #   make man        the man page docs/theater-storefs.1, from the command definitions
 #   make clean      remove what the targets above leave behind
@@ -127,12 +127,14 @@ fuzz:
 		done; \
 	done
 
-# The long versions of two integration tests, each printing its figures:
-# the server killed 50 times under writers (acknowledged writes lost, torn
-# labels, bad blobs), and 16 writers for a minute (the server's descriptors
-# and threads before and after). THEATER_STOREFS_SEED=N replays a run.
+# The long versions of three tests, each printing its figures: the server
+# killed 50 times under writers (acknowledged writes lost, torn labels, bad
+# blobs), 16 writers for a minute (the server's descriptors and threads
+# before and after), and 40 power cuts under writers on a loop-mounted ext4
+# of each kind. THEATER_STOREFS_SEED=N replays a run.
 soak:
 	THEATER_STOREFS_LONG=1 $(GO) test -count=1 -v -timeout 30m -run '^(TestCrashLoop|TestConcurrencySoak)$$' ./integration/
+	THEATER_STOREFS_LONG=1 $(GO) test -count=1 -v -timeout 30m -run '^TestPowerLoss$$' ./store/
 
 # Every command is printed before it runs, as a reader would type it.
 demo: build
