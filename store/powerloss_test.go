@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -94,19 +96,20 @@ func TestPowerLoss(t *testing.T) {
 			for cut := range cuts {
 				sum.add(powerCut(t, r, mode, cut))
 			}
-			t.Logf("%d cuts: %d acknowledged writes, %d lost, %d found in lost+found only; %d unacknowledged ones found too",
-				cuts, sum.acked, sum.lost, sum.lostFound, sum.unacked)
+			t.Logf("%d cuts: %d acknowledged writes, %d lost, %d found in lost+found only; %d unacknowledged ones found too; %d blobs put back from tmp/ by Open",
+				cuts, sum.acked, sum.lost, sum.lostFound, sum.unacked, sum.rescued)
 		})
 	}
 }
 
 // plFigures counts, over cuts, the writes acknowledged, those of them lost
-// and those found in lost+found only, and the stores found that were not
-// acknowledged.
-type plFigures struct{ acked, lost, lostFound, unacked int }
+// and those found in lost+found only, the stores found that were not
+// acknowledged, and the blobs Open put back from claimed spools.
+type plFigures struct{ acked, lost, lostFound, unacked, rescued int }
 
 func (f *plFigures) add(g plFigures) {
 	f.acked += g.acked
+	f.rescued += g.rescued
 	f.lost += g.lost
 	f.lostFound += g.lostFound
 	f.unacked += g.unacked
@@ -178,12 +181,14 @@ func powerCut(t *testing.T, r *rand.Rand, mode plMode, cut int) (fig plFigures) 
 	fsck(t, copied)
 	mountLoop(t, copied, mnt)
 	defer run(t, "umount", mnt)
-	s, err = store.Open(dir, store.Options{Logger: quiet})
+	rescued := &countRecords{msg: "recovered a blob from an interrupted commit"}
+	s, err = store.Open(dir, store.Options{Logger: slog.New(rescued)})
 	if err != nil {
 		t.Fatalf("cut %d: Open after the cut: %v", cut, err)
 	}
 	defer s.Close()
 	tmpSpools(t, s, dir) // Open's leftovers are done with
+	fig.rescued = int(rescued.n.Load())
 	names := dataNames(t, dir)
 	have := map[string]bool{}
 	for _, n := range names {
@@ -247,6 +252,22 @@ func powerCut(t *testing.T, r *rand.Rand, mode plMode, cut int) (fig plFigures) 
 		}
 	}
 	return fig
+}
+
+// countRecords is a log handler that counts the records with message msg.
+type countRecords struct {
+	msg string
+	n   atomic.Int64
+}
+
+func (c *countRecords) Enabled(context.Context, slog.Level) bool { return true }
+func (c *countRecords) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c *countRecords) WithGroup(string) slog.Handler            { return c }
+func (c *countRecords) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == c.msg {
+		c.n.Add(1)
+	}
+	return nil
 }
 
 // hashesIn hashes the regular files in dir.
