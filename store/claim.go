@@ -37,6 +37,10 @@ const claimAttr = "user.theater-storefs.sha1"
 // claims is cleared once a file system refuses a claim.
 type claims struct {
 	refused atomic.Bool
+	// failed is set by the first flush that fails: from then on no flush
+	// can vouch for a link (the kernel reports a lost write once, to one
+	// caller), so claimed spools stay in tmp/ for the next Open.
+	failed atomic.Bool
 	// out counts claimed spools linked (or found) in data/ whose names
 	// in tmp/ the syncer has not unlinked yet.
 	out atomic.Int64
@@ -72,7 +76,12 @@ func unclaim(fd int) { unix.Fremovexattr(fd, claimAttr) }
 // acknowledged. A nil error means the spool may go.
 func (s *Store) rescue(name string, f *os.File, h Hash, do func(func() error) error) error {
 	sum, _, err := HashReader(f)
-	if err != nil || sum != h {
+	switch {
+	case errors.Is(err, ErrCollision):
+		return nil // no content of ours
+	case err != nil:
+		return err // unread, it may be the only copy: kept
+	case sum != h:
 		return nil // torn or cut short: its flush never finished
 	}
 	// Its writer may have died before the flush: what was read back may

@@ -100,7 +100,9 @@ func (s *Store) commitBatch(batch []*commit) {
 			s.handToSyncer(batch, awaited, unlinks)
 			return
 		}
-		s.back.put(nil, awaited, unlinks)
+		if awaited > 0 || len(unlinks) > 0 {
+			s.back.put(nil, awaited, unlinks)
+		}
 		if s.durable.Load() < s.renamed.Load() {
 			if err := s.syncData(); err != nil {
 				// Every commit of the batch fails, also one that found
@@ -164,6 +166,7 @@ func sentBack(batch []*commit) int {
 func (s *Store) syncData() error {
 	epoch, start := s.renamed.Load(), fileClock()
 	if err := s.syncDir(s.dataDir); err != nil {
+		s.claims.failed.Store(true)
 		return fmt.Errorf("syncing data/: %w", err)
 	}
 	s.markSynced(epoch, start)

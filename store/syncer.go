@@ -149,6 +149,9 @@ func (s *Store) syncLoop() {
 			}
 			timer.Stop()
 		}
+		if b.empty() {
+			continue // woken for nothing: what was expected still is
+		}
 		// Renames still due from a wait that timed out are still due.
 		renames, served := s.flush(&b, false)
 		pending, expect = max(pending, 0)+renames, served+len(s.syncq)
@@ -241,10 +244,10 @@ func (s *Store) flush(b *syncBatch, ownerGone bool) (pending, expect int) {
 	if err == nil && epoch > 0 {
 		s.markSynced(epoch, start)
 	}
-	// After a failed flush no later one can be trusted with these links:
-	// the kernel reports a lost write once. Their spools stay in tmp/ for
-	// the next Open to put back.
-	s.unlinkClaimed(b.unlinks, err == nil)
+	if err != nil {
+		s.claims.failed.Store(true)
+	}
+	s.unlinkClaimed(b.unlinks)
 	b.unlinks = b.unlinks[:0]
 	var ready []*commit
 	for _, r := range b.spools {
@@ -281,13 +284,14 @@ func (s *Store) flush(b *syncBatch, ownerGone bool) (pending, expect int) {
 }
 
 // unlinkClaimed removes the names in tmp/ of claimed spools whose links
-// into data/ are durable, and their claims, which a blob in data/ does not
-// keep (unless !durable: the flush failed, and the next Open finds them);
-// then it closes their files. A blob's good
-// verdict is carried over these changes, which move its ctime.
-func (s *Store) unlinkClaimed(cs []*commit, durable bool) {
+// into data/ a flush has just made durable, and their claims, which a blob
+// in data/ does not keep; then it closes their files. Once a flush has
+// failed (claims.failed) it unlinks nothing: the next Open finds them. A
+// blob's good verdict is carried over these changes, which move its ctime.
+func (s *Store) unlinkClaimed(cs []*commit) {
 	s.verdicts.hold()
 	defer s.verdicts.release()
+	durable := !s.claims.failed.Load()
 	for _, c := range cs {
 		if durable {
 			before, err := c.f.Stat()
