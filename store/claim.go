@@ -34,8 +34,9 @@ import (
 // 20 bytes of its SHA-1.
 const claimAttr = "user.theater-storefs.sha1"
 
-// claims is cleared once a file system refuses a claim.
+// claims is a store's state of claims.
 type claims struct {
+	// refused is set once the file system refuses a claim.
 	refused atomic.Bool
 	// failed is set by the first flush that fails: from then on no flush
 	// can vouch for a link (the kernel reports a lost write once, to one

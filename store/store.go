@@ -265,7 +265,7 @@ func (s *Store) clearLeftover(name string, do func(func() error) error) (locked 
 	if h, ok := readClaim(fd); ok && strings.HasPrefix(name, spoolPrefix) {
 		if err := s.rescue(name, f, h, do); err != nil {
 			// Kept for the next Open: it may be the blob's only copy.
-			s.log.Warn("cannot recover a blob from an interrupted commit; will try again", "spool", "tmp/"+name, "hash", h.String(), "err", err)
+			s.log.Warn("cannot recover a blob from an interrupted commit; its spool is kept for the next open", "spool", "tmp/"+name, "hash", h.String(), "err", err)
 			return false
 		}
 	}
