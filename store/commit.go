@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"slices"
 	"strings"
 	"syscall"
 
@@ -72,6 +71,7 @@ func (s *Store) commitBatch(batch []*commit) {
 		awaited := sentBack(batch)
 		anyRenamed, labels := false, false
 		var unlinks []*commit // claimed commits, linked or found in place
+		rest := batch[:0]     // the others, answered below
 		s.verdicts.hold()     // one write to the log for the batch
 		for _, c := range batch {
 			if c.err == nil {
@@ -86,13 +86,15 @@ func (s *Store) commitBatch(batch []*commit) {
 				s.claims.out.Add(1)
 				c.reply <- commitResult{}
 				unlinks = append(unlinks, c)
+				continue
 			}
+			rest = append(rest, c)
 		}
 		s.verdicts.release()
 		if anyRenamed {
 			s.renamed.Add(1)
 		}
-		batch = slices.DeleteFunc(batch, func(c *commit) bool { return c.claimed && c.err == nil })
+		batch = rest
 		if s.durable.Load() < s.renamed.Load() && !labels {
 			// Some blob in data/ may not be durable, maybe one of this
 			// batch found in place, so every commit waits for a sync:

@@ -168,7 +168,10 @@ type syncBatch struct {
 	unlinks []*commit
 }
 
-func (b *syncBatch) reset()        { b.spools, b.commits = b.spools[:0], b.commits[:0] }
+func (b *syncBatch) reset() {
+	b.spools, b.commits, b.unlinks = b.spools[:0], b.commits[:0], b.unlinks[:0]
+}
+
 func (b *syncBatch) add(r syncReq) { b.spools = append(b.spools, r) }
 func (b *syncBatch) empty() bool {
 	return len(b.spools) == 0 && len(b.commits) == 0 && len(b.unlinks) == 0
@@ -248,7 +251,6 @@ func (s *Store) flush(b *syncBatch, ownerGone bool) (pending, expect int) {
 		s.claims.failed.Store(true)
 	}
 	s.unlinkClaimed(b.unlinks)
-	b.unlinks = b.unlinks[:0]
 	var ready []*commit
 	for _, r := range b.spools {
 		switch {
